@@ -1,0 +1,176 @@
+"""Plant node: simulates a system and is the graph's clock.
+
+Publishes `/clock`, `plant/state` (State, stamped with sim time) and subscribes to `plant/cmd`
+(Command). In lockstep mode (default) it advances one control period when the command stamped with
+the current state's time arrives; in real-time mode it advances on a wall-clock timer with the
+latest command.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from rclpy.node import Node
+from rclpy.task import Future
+from rosgraph_msgs.msg import Clock
+
+from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.msg import Command, State
+from safe_ctrl_ros.ros.convert import ns_to_stamp, stamp_to_ns, state_msg, vector_of
+from safe_ctrl_ros.ros.node_main import run_node
+from safe_ctrl_ros.ros.params import declare, float_list, reject_unknown_overrides
+from safe_ctrl_ros.ros.qos import CLOCK_QOS, COMMAND_QOS, STATE_QOS
+from safe_ctrl_ros.ros.system_params import declare_model
+from safe_ctrl_ros.simulation import LockstepGate, PlantSim, TickAction
+
+MODES = ("lockstep", "realtime")
+
+
+class PlantNode(Node):
+    def __init__(self, **node_kwargs: object) -> None:
+        super().__init__("plant", **node_kwargs)  # type: ignore[arg-type]
+        self.done: Future = Future()
+        model = declare_model(self)
+        dt = float(declare(self, "dt", 0.02, "control period in seconds (one lockstep step)"))
+        substeps = int(declare(self, "substeps", 10, "RK4 substeps per control period"))
+        initial = float_list(declare(self, "initial_state", [], "initial state; empty = equilibrium"), "initial_state")
+        self.mode = str(declare(self, "mode", "lockstep", f"one of {MODES}"))
+        timeout = float(declare(self, "command_timeout", 1.0, "lockstep: wall seconds to wait for a command"))
+        resend = float(declare(self, "resend_period", 0.1, "lockstep: wall seconds before re-sending the state"))
+        self.duration = float(declare(self, "duration", 0.0, "episode length in sim seconds; 0 runs forever"))
+        self.wait_for = int(declare(self, "wait_for_subscribers", 1, "state subscribers to wait for before starting"))
+        self.summary_file = str(declare(self, "summary_file", "", "write the episode summary as JSON here"))
+        reject_unknown_overrides(self)
+        if self.mode not in MODES:
+            raise ConfigError(f"parameter 'mode': expected one of {MODES}, got '{self.mode}'")
+        if self.get_parameter("use_sim_time").value:
+            raise ConfigError("the plant is the clock source: it must run with use_sim_time:=false")
+        if substeps < 1:
+            raise ConfigError(f"parameter 'substeps': must be >= 1, got {substeps}")
+        x0 = initial or None
+        self.sim = PlantSim(model, dt, substeps, x0)
+        self.gate = LockstepGate(timeout, resend)
+
+        self.clock_pub = self.create_publisher(Clock, "/clock", CLOCK_QOS)
+        self.state_pub = self.create_publisher(State, "plant/state", STATE_QOS)
+        self.cmd_sub = self.create_subscription(Command, "plant/cmd", self._on_command, COMMAND_QOS)
+        self.started = False
+        self.wall_start = 0.0
+        self.terminated_reason = ""
+        self._latest_cmd = None
+        period = dt if self.mode == "realtime" else min(resend, 0.01)
+        self.timer = self.create_timer(period, self._on_timer)
+        self.get_logger().info(
+            f"{model.name}: dt={dt} s, {substeps} substeps, mode={self.mode}, x0={self.sim.x0.tolist()}"
+        )
+
+    # --- lockstep ---------------------------------------------------------------------------
+    def _ready(self) -> bool:
+        if self.state_pub.get_subscription_count() < self.wait_for:
+            return False
+        return self.mode == "realtime" or self.cmd_sub.get_publisher_count() >= 1
+
+    def _on_timer(self) -> None:
+        if self.done.done():
+            return
+        now = time.monotonic()
+        if not self.started:
+            if self._ready():
+                self.started = True
+                self.wall_start = now
+                self._publish(first=True)
+            return
+        if self.mode == "realtime":
+            self._advance(self._latest_cmd)
+            return
+        action = self.gate.tick(now)
+        if action is TickAction.RESEND:
+            self.sim.stats.resends += 1
+            self._publish(first=False)
+        elif action is TickAction.TIMEOUT:
+            self.sim.stats.missed_deadlines += 1
+            self.get_logger().warn(
+                f"no command for t={self.sim.t:.3f} s within {self.gate.command_timeout} s: holding the last command"
+            )
+            self._advance(None)
+
+    def _on_command(self, msg: Command) -> None:
+        u = self.sim.check_command(vector_of(msg.u))
+        if u is None:
+            self.get_logger().error(
+                f"rejected command {list(msg.u)}: expected {self.sim.model.nu} finite values",
+                throttle_duration_sec=1.0,
+            )
+            return
+        if self.mode == "realtime":
+            self._latest_cmd = u
+            return
+        if self.started and self.gate.accepts(stamp_to_ns(msg.header.stamp)):
+            self.gate.answered()
+            self._advance(u)
+
+    # --- stepping and publishing -------------------------------------------------------------
+    def _advance(self, u: object) -> None:
+        self.sim.advance(u)  # type: ignore[arg-type]
+        if not self.sim.state_is_finite():
+            self._finish(f"non-finite state {self.sim.x.tolist()}")
+            return
+        if self.duration > 0 and self.sim.t >= self.duration - 1e-9:
+            self._publish(first=False, final=True)
+            self._finish("")
+            return
+        self._publish(first=True)
+
+    def _publish(self, first: bool, final: bool = False) -> None:
+        stamp = ns_to_stamp(self.sim.t_ns)
+        self.clock_pub.publish(Clock(clock=stamp))
+        self.state_pub.publish(state_msg(self.sim.x, self.sim.t_ns))
+        if first and self.mode == "lockstep" and not final:
+            self.gate.sent(self.sim.t_ns, time.monotonic())
+
+    def summary(self) -> dict[str, object]:
+        wall = max(time.monotonic() - self.wall_start, 1e-9) if self.started else 0.0
+        stats = self.sim.stats
+        return {
+            "system": self.sim.model.name,
+            "mode": self.mode,
+            "steps": stats.steps,
+            "sim_time_s": round(self.sim.t, 9),
+            "wall_time_s": wall,
+            "realtime_factor": self.sim.t / wall if wall > 0 else 0.0,
+            "final_state": dict(zip(self.sim.model.state_names, self.sim.x.tolist(), strict=True)),
+            "missed_deadlines": stats.missed_deadlines,
+            "resends": stats.resends,
+            "clipped_commands": stats.clipped_commands,
+            "rejected_commands": stats.rejected_commands,
+            "terminated": self.terminated_reason,
+        }
+
+    def _finish(self, reason: str) -> None:
+        self.terminated_reason = reason
+        s = self.summary()
+        if reason:
+            self.get_logger().error(f"episode terminated at t={self.sim.t:.3f} s: {reason}")
+        final = ", ".join(f"{k}={v:+.5f}" for k, v in s["final_state"].items())  # type: ignore[attr-defined]
+        self.get_logger().info(
+            f"episode finished: {s['steps']} steps, {s['sim_time_s']:.2f} s sim in {s['wall_time_s']:.2f} s wall "
+            f"({s['realtime_factor']:.1f}x real time); final state {final}; "
+            f"missed deadlines {s['missed_deadlines']}, resends {s['resends']}"
+        )
+        if self.summary_file:
+            Path(self.summary_file).write_text(json.dumps(s, indent=2) + "\n")
+        self.timer.cancel()
+        self.done.set_result(1 if reason else 0)
+
+
+NODE_CLASS = PlantNode
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(PlantNode, "plant", args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

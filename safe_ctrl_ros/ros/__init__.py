@@ -1,0 +1,1 @@
+"""Glue between the ROS-free core and rclpy: QoS profiles, message conversion, parameters."""

@@ -1,0 +1,43 @@
+"""The QoS profiles of the graph (docs/ARCHITECTURE.md lists which topic uses which, and why)."""
+
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+)
+
+# State streams: best effort, a short history. The newest sample is what matters; a lost sample
+# is answered (in lockstep) by the plant re-sending the same state, never by a stale queue.
+STATE_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=5,
+    reliability=ReliabilityPolicy.BEST_EFFORT,
+    durability=DurabilityPolicy.VOLATILE,
+)
+
+# Commands, events and status: every message counts.
+COMMAND_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=10,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
+STATUS_QOS = COMMAND_QOS
+
+# /clock: reliable so that both reliable and best-effort clock subscribers (rclpy's TimeSource)
+# match; depth 10 so a subscriber that is briefly slow still sees time advance monotonically.
+CLOCK_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=10,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
+
+# Latched data (model updates, static descriptions): late joiners get the latest one.
+LATCHED_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)

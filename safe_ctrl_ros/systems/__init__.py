@@ -1,0 +1,45 @@
+"""Plant models: `make(name, **param_overrides)` returns a `SymbolicModel`.
+
+Systems follow safe-control-gym's state/input ordering and default parameters (docs/SYSTEMS.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from safe_ctrl_ros.errors import UnknownSystemError
+from safe_ctrl_ros.systems import cartpole
+from safe_ctrl_ros.systems.base import ParamSpec, SymbolicModel
+
+_FACTORIES: dict[str, Callable[..., SymbolicModel]] = {
+    "cartpole": cartpole.make,
+}
+
+_PARAMS: dict[str, dict[str, ParamSpec]] = {
+    "cartpole": cartpole.PARAMS,
+}
+
+SYSTEM_NAMES: tuple[str, ...] = tuple(sorted(_FACTORIES))
+
+
+def _unknown(name: str) -> UnknownSystemError:
+    return UnknownSystemError(f"unknown system '{name}'; known systems: {', '.join(SYSTEM_NAMES)}")
+
+
+def param_specs(name: str) -> dict[str, ParamSpec]:
+    """The physical parameters of system `name` with their defaults and meaning."""
+    if name not in _PARAMS:
+        raise _unknown(name)
+    return dict(_PARAMS[name])
+
+
+def make(name: str, **param_overrides: object) -> SymbolicModel:
+    """Build the model `name` with defaults replaced by `param_overrides` (validated)."""
+    try:
+        factory = _FACTORIES[name]
+    except KeyError:
+        raise _unknown(name) from None
+    return factory(**param_overrides)
+
+
+__all__ = ["SYSTEM_NAMES", "ParamSpec", "SymbolicModel", "make", "param_specs"]
