@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--composed", action="store_true", help="run all nodes in one process")
     parser.add_argument("--show", action="store_true", help="print the resolved plan and exit")
     parser.add_argument("--show-args", action="store_true", help="list the launch arguments and exit")
-    opts = parser.parse_args(argv)
+    opts = parser.parse_intermixed_args(argv)
     try:
         plan = parse_launch_file(opts.launch_file, _launch_args(opts.arguments))
         if opts.show_args:

@@ -129,7 +129,9 @@ def find_executable(pkg: str, exe: str) -> Path:
     """`<prefix>/lib/<pkg>/<exe>`, as `ros2 run` resolves it."""
     for prefix in filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):
         path = Path(prefix) / "lib" / pkg / exe
-        if path.is_file() and os.access(path, os.X_OK):
+        if path.is_file():
+            if not os.access(path, os.X_OK):
+                raise LaunchFileError(f"'{path}' exists but is not executable")
             return path
     raise LaunchFileError(f"executable '{exe}' of package '{pkg}' not found in AMENT_PREFIX_PATH")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
@@ -23,8 +24,8 @@ def node_command(spec: NodeSpec, inline_params_file: str | None = None) -> list[
     """The command line that `ros2 launch` would run for this node."""
     try:
         exe = [str(find_executable(spec.pkg, spec.exec))]
-    except LaunchFileError:
-        if spec.pkg != OWN_PACKAGE:
+    except LaunchFileError as exc:
+        if spec.pkg != OWN_PACKAGE or "not executable" in str(exc):
             raise
         # pip-installed without a colcon build: our nodes are importable modules.
         exe = [sys.executable, "-m", f"{OWN_PACKAGE}.nodes.{spec.exec}"]
@@ -140,10 +141,8 @@ class ProcessRunner:
         running = [p for p in self.procs if p.popen.poll() is None]
         for sig, grace in ((signal.SIGINT, STOP_GRACE_S), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
             for proc in running:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.popen.pid, sig)
-                except ProcessLookupError:
-                    pass
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline and any(p.popen.poll() is None for p in running):
                 time.sleep(0.02)

@@ -24,6 +24,7 @@ from safe_ctrl_ros.ros.params import declare, float_list, reject_unknown_overrid
 from safe_ctrl_ros.ros.qos import CLOCK_QOS, COMMAND_QOS, STATE_QOS
 from safe_ctrl_ros.ros.system_params import declare_model
 from safe_ctrl_ros.simulation import LockstepGate, PlantSim, TickAction
+from safe_ctrl_ros.systems.base import FloatArray
 
 MODES = ("lockstep", "realtime")
 
@@ -41,6 +42,9 @@ class PlantNode(Node):
         resend = float(declare(self, "resend_period", 0.1, "lockstep: wall seconds before re-sending the state"))
         self.duration = float(declare(self, "duration", 0.0, "episode length in sim seconds; 0 runs forever"))
         self.wait_for = int(declare(self, "wait_for_subscribers", 1, "state subscribers to wait for before starting"))
+        self.startup_timeout = float(
+            declare(self, "startup_timeout", 30.0, "wall s to wait for the graph before giving up; 0 waits forever")
+        )
         self.summary_file = str(declare(self, "summary_file", "", "write the episode summary as JSON here"))
         reject_unknown_overrides(self)
         if self.mode not in MODES:
@@ -57,9 +61,10 @@ class PlantNode(Node):
         self.state_pub = self.create_publisher(State, "plant/state", STATE_QOS)
         self.cmd_sub = self.create_subscription(Command, "plant/cmd", self._on_command, COMMAND_QOS)
         self.started = False
+        self.created_at = time.monotonic()
         self.wall_start = 0.0
         self.terminated_reason = ""
-        self._latest_cmd = None
+        self._latest_cmd: FloatArray | None = None
         period = dt if self.mode == "realtime" else min(resend, 0.01)
         self.timer = self.create_timer(period, self._on_timer)
         self.get_logger().info(
@@ -81,6 +86,12 @@ class PlantNode(Node):
                 self.started = True
                 self.wall_start = now
                 self._publish(first=True)
+            elif self.startup_timeout > 0 and now - self.created_at > self.startup_timeout:
+                self._finish(
+                    f"no controller after {self.startup_timeout} s: plant/state has "
+                    f"{self.state_pub.get_subscription_count()} of {self.wait_for} subscriber(s), plant/cmd "
+                    f"{self.cmd_sub.get_publisher_count()} publisher(s)"
+                )
             return
         if self.mode == "realtime":
             self._advance(self._latest_cmd)
@@ -112,8 +123,8 @@ class PlantNode(Node):
             self._advance(u)
 
     # --- stepping and publishing -------------------------------------------------------------
-    def _advance(self, u: object) -> None:
-        self.sim.advance(u)  # type: ignore[arg-type]
+    def _advance(self, u: FloatArray | None) -> None:
+        self.sim.advance(u)
         if not self.sim.state_is_finite():
             self._finish(f"non-finite state {self.sim.x.tolist()}")
             return

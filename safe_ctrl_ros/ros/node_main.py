@@ -11,14 +11,13 @@ from collections.abc import Callable, Sequence
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
-
-RCLError = _rclpy.RCLError
+from rclpy.node import Node
 
 from safe_ctrl_ros.errors import ConfigError
 from safe_ctrl_ros.ros.params import check_params_files
 
+RCLError = _rclpy.RCLError
 EXIT_CONFIG_ERROR = 2
 
 

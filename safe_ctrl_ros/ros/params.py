@@ -52,7 +52,9 @@ def check_params_file(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"params file '{path}': expected a mapping of node names at the top, got {type(data).__name__}")
+        raise ConfigError(
+            f"params file '{path}': expected a mapping of node names at the top, got {type(data).__name__}"
+        )
     for node_name, body in data.items():
         if not isinstance(body, dict) or "ros__parameters" not in body:
             raise ConfigError(
@@ -92,7 +94,7 @@ def declare(node: Node, name: str, default: Any, description: str) -> Any:
     descriptor = ParameterDescriptor(name=name, description=description)
     try:
         if isinstance(default, list) and not default:
-            value = node.declare_parameter(name, Parameter.Type.DOUBLE_ARRAY, descriptor).value
+            value: Any = node.declare_parameter(name, Parameter.Type.DOUBLE_ARRAY, descriptor).value
             return [] if value is None else list(value)
         return node.declare_parameter(name, default, descriptor).value
     except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
@@ -106,7 +108,7 @@ def reject_unknown_overrides(node: Node) -> None:
         name for name in overrides if not node.has_parameter(name) and not name.startswith(_IMPLICIT)
     )
     if unknown:
-        declared = sorted(node._parameters)  # noqa: SLF001 - the list of declared names, for the message
+        declared = sorted(node._parameters)
         raise ConfigError(
             f"node '{node.get_name()}': unknown parameter(s) {unknown}; declared parameters: {declared}"
         )

@@ -26,12 +26,12 @@ PARAMS: dict[str, ParamSpec] = {
 
 
 def _dynamics(x: ca.SX, u: ca.SX, p: Mapping[str, float]) -> ca.SX:
-    big_m, m, l, g = p["cart_mass"], p["pole_mass"], p["pole_length"], p["gravity"]
+    big_m, m, half, g = p["cart_mass"], p["pole_mass"], p["pole_length"], p["gravity"]
     theta, theta_dot = x[2], x[3]
     total = big_m + m
-    a = (u[0] + m * l * theta_dot**2 * ca.sin(theta)) / total
-    theta_dd = (g * ca.sin(theta) - ca.cos(theta) * a) / (l * (4.0 / 3.0 - m * ca.cos(theta) ** 2 / total))
-    x_dd = a - m * l * theta_dd * ca.cos(theta) / total
+    a = (u[0] + m * half * theta_dot**2 * ca.sin(theta)) / total
+    theta_dd = (g * ca.sin(theta) - ca.cos(theta) * a) / (half * (4.0 / 3.0 - m * ca.cos(theta) ** 2 / total))
+    x_dd = a - m * half * theta_dd * ca.cos(theta) / total
     return ca.vertcat(x[1], x_dd, theta_dot, theta_dd)
 
 

@@ -1,0 +1,51 @@
+"""Shared helpers of the ROS tests: spinning until a condition, running our executables."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def spin_until(executor: object, condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        executor.spin_once(timeout_sec=0.05)  # type: ignore[attr-defined]
+    return condition()
+
+
+def executable(name: str) -> list[str]:
+    """The installed node executable (colcon install tree), as `ros2 run` would start it."""
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        path = Path(prefix) / "lib" / "safe_ctrl_ros" / name
+        if path.is_file():
+            return [str(path)]
+    raise FileNotFoundError(f"node executable '{name}' not found: run make setup")
+
+
+def bringup(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "safe_ctrl_ros.bringup.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
+    )
+
+
+def start_bringup(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "safe_ctrl_ros.bringup.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
