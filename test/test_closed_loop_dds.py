@@ -7,13 +7,12 @@ core simulation are compared with what went over the wire.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-
-import subprocess
 
 from helpers.ros import REPO, bringup, executable, spin_until, start_bringup
 from safe_ctrl_ros import systems

@@ -88,7 +88,8 @@ def test_each_custom_message_round_trips_between_processes(ros_context: object) 
             sent = samples(name)
             for msg in sent:
                 pubs[name].publish(msg)
-            assert spin_until(executor, lambda n=name, k=len(sent): len(received[n]) >= k, timeout=20.0), name
+            count = len(sent)
+            assert spin_until(executor, lambda n=name, k=count: len(received[n]) >= k, timeout=20.0), name
             assert all(same(a, b) for a, b in zip(sent, received[name][-len(sent):], strict=True)), name
     finally:
         echo.terminate()

@@ -98,7 +98,7 @@ def test_bad_parameters_are_named(overrides: dict[str, object], message: str) ->
 
 
 def test_unknown_system_lists_the_known_ones() -> None:
-    with pytest.raises(UnknownSystemError, match="unknown system 'cartpol'.*cartpole"):
+    with pytest.raises(UnknownSystemError, match=r"unknown system 'cartpol'.*cartpole"):
         systems.make("cartpol")
 
 
