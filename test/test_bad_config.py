@@ -91,3 +91,12 @@ def test_bad_controller_option_is_named() -> None:
     done = run_node("controller", "-p", "lqr.discretization:=tustin")
     assert done.returncode == 2
     assert "lqr.discretization" in done.stderr
+
+
+def test_bringup_reports_a_node_that_stops_on_bad_config(tmp_path: Path) -> None:
+    from helpers.ros import REPO, bringup
+
+    params = write(tmp_path, "/**:\n  ros__parameters:\n    system: cartpoll\n")
+    done = bringup(str(REPO / "launch" / "cartpole_lqr.launch.xml"), f"params:={params}")
+    assert done.returncode == 2
+    assert "unknown system 'cartpoll'" in done.stdout
