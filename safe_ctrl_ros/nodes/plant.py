@@ -1,9 +1,11 @@
 """Plant node: simulates a system and is the graph's clock.
 
-Publishes `/clock`, `plant/state` (State, stamped with sim time) and subscribes to `plant/cmd`
-(Command). In lockstep mode (default) it advances one control period when the command stamped with
-the current state's time arrives; in real-time mode it advances on a wall-clock timer with the
-latest command.
+Publishes `/clock`, `plant/state` (State, stamped with sim time) and `plant/reference`, subscribes
+to `plant/cmd` (Command) and `plant/wrench` (an external force/torque, held until the next one), and
+serves `~/reset`. In lockstep mode (default) it advances one control period when the command
+stamped with the current state's time arrives; in real-time mode it advances on a wall-clock timer
+with the latest command. The `model.*` parameters (inertial properties) can be changed while it
+runs; they are validated before they take effect.
 """
 
 from __future__ import annotations
@@ -12,21 +14,29 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+from geometry_msgs.msg import WrenchStamped
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.task import Future
 from rosgraph_msgs.msg import Clock
+from std_srvs.srv import Trigger
 
+from safe_ctrl_ros import systems
 from safe_ctrl_ros.errors import ConfigError
-from safe_ctrl_ros.msg import Command, State
+from safe_ctrl_ros.msg import Command, Reference, State
 from safe_ctrl_ros.ros.convert import ns_to_stamp, stamp_to_ns, state_msg, vector_of
 from safe_ctrl_ros.ros.node_main import run_node
 from safe_ctrl_ros.ros.params import declare, float_list, reject_unknown_overrides
 from safe_ctrl_ros.ros.qos import CLOCK_QOS, COMMAND_QOS, STATE_QOS
 from safe_ctrl_ros.ros.system_params import declare_model
+from safe_ctrl_ros.ros.tasks import declare_task
 from safe_ctrl_ros.simulation import LockstepGate, PlantSim, TickAction
-from safe_ctrl_ros.systems.base import FloatArray
+from safe_ctrl_ros.systems.base import WRENCH_SIZE, FloatArray, as_vector
 
 MODES = ("lockstep", "realtime")
+WRENCH_AXES = ("fx", "fy", "fz", "tx", "ty", "tz")
 
 
 class PlantNode(Node):
@@ -34,13 +44,22 @@ class PlantNode(Node):
         super().__init__("plant", **node_kwargs)  # type: ignore[arg-type]
         self.done: Future = Future()
         model = declare_model(self)
+        self.task = declare_task(self, model)
         dt = float(declare(self, "dt", 0.02, "control period in seconds (one lockstep step)"))
         substeps = int(declare(self, "substeps", 10, "RK4 substeps per control period"))
         initial = float_list(declare(self, "initial_state", [], "initial state; empty = equilibrium"), "initial_state")
+        spread = float_list(
+            declare(self, "init_randomization", [], "half-widths of a uniform draw added to initial_state"),
+            "init_randomization",
+        )
+        self.seed = int(declare(self, "seed", 0, "seed of the plant's own generator (initial-state draws)"))
         self.mode = str(declare(self, "mode", "lockstep", f"one of {MODES}"))
         timeout = float(declare(self, "command_timeout", 1.0, "lockstep: wall seconds to wait for a command"))
         resend = float(declare(self, "resend_period", 0.1, "lockstep: wall seconds before re-sending the state"))
         self.duration = float(declare(self, "duration", 0.0, "episode length in sim seconds; 0 runs forever"))
+        self.stop_out_of_bounds = bool(
+            declare(self, "stop_on_out_of_bounds", True, "end the episode when the state leaves its bounds")
+        )
         self.wait_for = int(declare(self, "wait_for_subscribers", 1, "state subscribers to wait for before starting"))
         self.startup_timeout = float(
             declare(self, "startup_timeout", 30.0, "wall s to wait for the graph before giving up; 0 waits forever")
@@ -53,13 +72,23 @@ class PlantNode(Node):
             raise ConfigError("the plant is the clock source: it must run with use_sim_time:=false")
         if substeps < 1:
             raise ConfigError(f"parameter 'substeps': must be >= 1, got {substeps}")
-        x0 = initial or None
-        self.sim = PlantSim(model, dt, substeps, x0)
+        self.sim = PlantSim(model, dt, substeps, initial or None)
+        self.spread = np.zeros(model.nx) if not spread else as_vector(spread, model.nx, "init_randomization")
+        if np.any(self.spread < 0):
+            raise ConfigError("parameter 'init_randomization': half-widths must be >= 0")
+        self.nominal_x0 = self.sim.x0.copy()
+        self.rng = np.random.default_rng(self.seed)
+        self.sim.reset(self._draw_initial_state())
         self.gate = LockstepGate(timeout, resend)
+        self.ignored_wrench_axes: set[str] = set()
 
         self.clock_pub = self.create_publisher(Clock, "/clock", CLOCK_QOS)
         self.state_pub = self.create_publisher(State, "plant/state", STATE_QOS)
+        self.ref_pub = self.create_publisher(Reference, "plant/reference", COMMAND_QOS)
         self.cmd_sub = self.create_subscription(Command, "plant/cmd", self._on_command, COMMAND_QOS)
+        self.wrench_sub = self.create_subscription(WrenchStamped, "plant/wrench", self._on_wrench, COMMAND_QOS)
+        self.reset_srv = self.create_service(Trigger, "~/reset", self._on_reset)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.started = False
         self.created_at = time.monotonic()
         self.wall_start = 0.0
@@ -68,8 +97,13 @@ class PlantNode(Node):
         period = dt if self.mode == "realtime" else min(resend, 0.01)
         self.timer = self.create_timer(period, self._on_timer)
         self.get_logger().info(
-            f"{model.name}: dt={dt} s, {substeps} substeps, mode={self.mode}, x0={self.sim.x0.tolist()}"
+            f"{model.name}: dt={dt} s, {substeps} substeps, mode={self.mode}, task={self.task.kind}, "
+            f"x0={self.sim.x.tolist()}"
         )
+
+    def _draw_initial_state(self) -> FloatArray:
+        draw: FloatArray = self.nominal_x0 + self.rng.uniform(-self.spread, self.spread)
+        return draw
 
     # --- lockstep ---------------------------------------------------------------------------
     def _ready(self) -> bool:
@@ -118,15 +152,65 @@ class PlantNode(Node):
         if self.mode == "realtime":
             self._latest_cmd = u
             return
-        if self.started and self.gate.accepts(stamp_to_ns(msg.header.stamp)):
+        if self.started and not self.done.done() and self.gate.accepts(stamp_to_ns(msg.header.stamp)):
             self.gate.answered()
             self._advance(u)
+
+    # --- disturbances and episode control ----------------------------------------------------------
+    def _on_wrench(self, msg: WrenchStamped) -> None:
+        f, t = msg.wrench.force, msg.wrench.torque
+        w = np.array([f.x, f.y, f.z, t.x, t.y, t.z], dtype=np.float64)
+        if w.size != WRENCH_SIZE or not np.all(np.isfinite(w)):
+            self.get_logger().error(f"rejected non-finite wrench {w.tolist()}")
+            return
+        supported = self.sim.model.wrench_axes
+        ignored = {a for a, v in zip(WRENCH_AXES, w, strict=True) if v != 0.0 and a not in supported}
+        if ignored - self.ignored_wrench_axes:
+            self.get_logger().warn(
+                f"{self.sim.model.name} models only wrench axes {supported}; ignoring {sorted(ignored)}"
+            )
+            self.ignored_wrench_axes |= ignored
+        self.sim.wrench = np.where([a in supported for a in WRENCH_AXES], w, 0.0)
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        overrides = dict(self.sim.model.params)
+        for p in params:
+            if not p.name.startswith("model."):
+                if p.name == "use_sim_time" and not p.value:
+                    continue
+                return SetParametersResult(successful=False, reason=f"'{p.name}' cannot change while running")
+            overrides[p.name.removeprefix("model.")] = p.value
+        try:
+            model = systems.make(self.sim.model.name, **overrides)
+        except ConfigError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        self.sim.set_model(model)
+        changed = {p.name: p.value for p in params}
+        self.get_logger().info(f"t={self.sim.t:.3f} s: model parameters changed: {changed}")
+        return SetParametersResult(successful=True)
+
+    def _on_reset(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        if self.done.done():
+            resp.success, resp.message = False, "the episode has finished and the plant is shutting down"
+            return resp
+        self.sim.reset(self._draw_initial_state())
+        self.terminated_reason = ""
+        resp.success, resp.message = True, f"reset to {self.sim.x.tolist()}"
+        self.get_logger().info(resp.message)
+        if self.started:
+            self._publish(first=True)
+        return resp
 
     # --- stepping and publishing -------------------------------------------------------------
     def _advance(self, u: FloatArray | None) -> None:
         self.sim.advance(u)
         if not self.sim.state_is_finite():
             self._finish(f"non-finite state {self.sim.x.tolist()}")
+            return
+        out = self.sim.model.out_of_bounds(self.sim.x)
+        if out and self.stop_out_of_bounds:
+            self._publish(first=False, final=True)
+            self._finish(f"state out of bounds in {out}: {self.sim.x.tolist()}")
             return
         if self.duration > 0 and self.sim.t >= self.duration - 1e-9:
             self._publish(first=False, final=True)
@@ -138,6 +222,11 @@ class PlantNode(Node):
         stamp = ns_to_stamp(self.sim.t_ns)
         self.clock_pub.publish(Clock(clock=stamp))
         self.state_pub.publish(state_msg(self.sim.x, self.sim.t_ns))
+        if first or final:
+            x_ref, u_ref = self.task.reference(self.sim.t)
+            ref = Reference(x_ref=x_ref[0].tolist(), u_ref=u_ref[0].tolist())
+            ref.header.stamp = stamp
+            self.ref_pub.publish(ref)
         if first and self.mode == "lockstep" and not final:
             self.gate.sent(self.sim.t_ns, time.monotonic())
 
@@ -164,7 +253,7 @@ class PlantNode(Node):
         s = self.summary()
         if reason:
             self.get_logger().error(f"episode terminated at t={self.sim.t:.3f} s: {reason}")
-        final = ", ".join(f"{k}={v:+.5f}" for k, v in s["final_state"].items())  # type: ignore[attr-defined]
+        final = ", ".join(f"{k}={v:+.5f}" for k, v in self.sim.model_state_items(self.sim.x))
         self.get_logger().info(
             f"episode finished: {s['steps']} steps, {s['sim_time_s']:.2f} s sim in {s['wall_time_s']:.2f} s wall "
             f"({s['realtime_factor']:.1f}x real time); final state {final}; "

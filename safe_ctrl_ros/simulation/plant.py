@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from safe_ctrl_ros.errors import ConfigError
-from safe_ctrl_ros.systems.base import FloatArray, SymbolicModel, as_vector
+from safe_ctrl_ros.systems.base import WRENCH_SIZE, FloatArray, SymbolicModel, as_vector
 
 NS_PER_S = 1_000_000_000
 
@@ -34,12 +34,20 @@ class PlantSim:
         self.model = model
         self.dt = float(dt)
         self.dt_ns = round(dt * NS_PER_S)
-        self._step = model.rk4_function(self.dt, substeps)
-        self.u_low, self.u_high = model.input_bounds
-        x_eq, u_eq = model.equilibrium()
+        self.substeps = substeps
+        self.set_model(model)
+        x_eq = model.equilibrium()[0]
         self.x0 = x_eq if x0 is None else as_vector(x0, model.nx, f"{model.name} initial_state")
-        self.u_hold = u_eq
+        self.wrench: FloatArray = np.zeros(WRENCH_SIZE)
         self.reset()
+
+    def set_model(self, model: SymbolicModel) -> None:
+        """Swap the dynamics (e.g. changed inertial parameters); the state carries over."""
+        if (model.nx, model.nu) != (self.model.nx, self.model.nu):
+            raise ConfigError("a replacement model must have the same state and input sizes")
+        self.model = model
+        self._step = model.rk4_function(self.dt, self.substeps)
+        self.u_low, self.u_high = model.input_bounds
 
     def reset(self, x0: ArrayLike | None = None) -> None:
         if x0 is not None:
@@ -72,10 +80,13 @@ class PlantSim:
         """Integrate one control period with `u` (None holds the last command)."""
         if u is not None:
             self.u_last = u
-        self.x = np.asarray(self._step(self.x, self.u_last), dtype=np.float64).reshape(-1)
+        self.x = np.asarray(self._step(self.x, self.u_last, self.wrench), dtype=np.float64).reshape(-1)
         self.k += 1
         self.stats.steps += 1
         return self.x
+
+    def model_state_items(self, x: FloatArray) -> list[tuple[str, float]]:
+        return list(zip(self.model.state_names, (float(v) for v in x), strict=True))
 
     def state_is_finite(self) -> bool:
         return bool(np.all(np.isfinite(self.x)))

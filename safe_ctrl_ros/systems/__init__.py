@@ -8,15 +8,21 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from safe_ctrl_ros.errors import UnknownSystemError
-from safe_ctrl_ros.systems import cartpole
+from safe_ctrl_ros.systems import cartpole, quadrotor
 from safe_ctrl_ros.systems.base import ParamSpec, SymbolicModel
 
 _FACTORIES: dict[str, Callable[..., SymbolicModel]] = {
     "cartpole": cartpole.make,
+    "quadrotor_1d": quadrotor.make_1d,
+    "quadrotor_2d": quadrotor.make_2d,
+    "quadrotor_3d": quadrotor.make_3d,
 }
 
 _PARAMS: dict[str, dict[str, ParamSpec]] = {
     "cartpole": cartpole.PARAMS,
+    "quadrotor_1d": quadrotor.PARAMS,
+    "quadrotor_2d": quadrotor.PARAMS,
+    "quadrotor_3d": quadrotor.PARAMS,
 }
 
 SYSTEM_NAMES: tuple[str, ...] = tuple(sorted(_FACTORIES))

@@ -19,8 +19,11 @@ from safe_ctrl_ros.errors import ConfigError
 
 FloatArray = NDArray[np.float64]
 
-# Builds the continuous-time dynamics from the state/input symbols and the parameter values.
-DynamicsBuilder = Callable[[ca.SX, ca.SX, Mapping[str, float]], ca.SX]
+# Builds the continuous-time dynamics from the state, input and external-wrench symbols and the
+# parameter values. The wrench w = [fx, fy, fz, tx, ty, tz] is in the world frame (N, N m); each
+# system documents which components act on it.
+DynamicsBuilder = Callable[[ca.SX, ca.SX, ca.SX, Mapping[str, float]], ca.SX]
+WRENCH_SIZE = 6
 
 
 def as_vector(value: ArrayLike, size: int, what: str) -> FloatArray:
@@ -69,16 +72,28 @@ class SymbolicModel:
     x_eq: FloatArray
     builder: DynamicsBuilder
     substeps: int = 1
+    wrench_axes: tuple[str, ...] = ()
+    # Out-of-bounds limits of the state (the episode terminates outside them); inf = unbounded.
+    state_low: FloatArray = field(default_factory=lambda: np.zeros(0))
+    state_high: FloatArray = field(default_factory=lambda: np.zeros(0))
     _fun: ca.Function = field(init=False, repr=False)
+    _fun_w: ca.Function = field(init=False, repr=False)
     _jac: ca.Function = field(init=False, repr=False)
     _step_cache: dict[tuple[float, int], ca.Function] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.substeps < 1:
             raise ConfigError(f"substeps must be >= 1, got {self.substeps}")
+        if self.state_low.size == 0:
+            self.state_low = np.full(self.nx, -np.inf)
+        if self.state_high.size == 0:
+            self.state_high = np.full(self.nx, np.inf)
         x = ca.SX.sym("x", self.nx)
         u = ca.SX.sym("u", self.nu)
-        xdot = self.builder(x, u, self.params)
+        w = ca.SX.sym("w", WRENCH_SIZE)
+        xdot_w = self.builder(x, u, w, self.params)
+        xdot = ca.substitute(xdot_w, w, ca.DM.zeros(WRENCH_SIZE))
+        self._fun_w = ca.Function(f"{self.name}_fw", [x, u, w], [xdot_w], ["x", "u", "w"], ["x_dot"])
         self._fun = ca.Function(f"{self.name}_f", [x, u], [xdot], ["x", "u"], ["x_dot"])
         self._jac = ca.Function(
             f"{self.name}_jac", [x, u], [ca.jacobian(xdot, x), ca.jacobian(xdot, u)], ["x", "u"], ["A", "B"]
@@ -101,13 +116,28 @@ class SymbolicModel:
         """The CasADi function (x, u) -> x_dot; call it with SX/MX symbols to embed the model."""
         return self._fun
 
+    @property
+    def symbolic_with_wrench(self) -> ca.Function:
+        """The CasADi function (x, u, w) -> x_dot with an external world-frame wrench w (6)."""
+        return self._fun_w
+
+    def out_of_bounds(self, x: ArrayLike) -> list[str]:
+        """Names of the state entries outside the termination bounds (non-finite counts as outside)."""
+        xv = np.asarray(x, dtype=np.float64).reshape(-1)
+        bad = ~np.isfinite(xv) | (xv < self.state_low) | (xv > self.state_high)
+        return [self.state_names[i] for i in np.flatnonzero(bad)]
+
     def equilibrium(self) -> tuple[FloatArray, FloatArray]:
         return self.x_eq.copy(), self.u_eq.copy()
 
-    def f(self, x: ArrayLike, u: ArrayLike) -> FloatArray:
+    def f(self, x: ArrayLike, u: ArrayLike, w: ArrayLike | None = None) -> FloatArray:
+        """x_dot at (x, u), with an optional external wrench w = [fx, fy, fz, tx, ty, tz]."""
         xv = as_vector(x, self.nx, f"{self.name} state")
         uv = as_vector(u, self.nu, f"{self.name} input")
-        return np.asarray(self._fun(xv, uv), dtype=np.float64).reshape(-1)
+        if w is None:
+            return np.asarray(self._fun(xv, uv), dtype=np.float64).reshape(-1)
+        wv = as_vector(w, WRENCH_SIZE, f"{self.name} wrench")
+        return np.asarray(self._fun_w(xv, uv, wv), dtype=np.float64).reshape(-1)
 
     def linearize(self, x: ArrayLike, u: ArrayLike) -> tuple[FloatArray, FloatArray]:
         xv = as_vector(x, self.nx, f"{self.name} state")
@@ -116,7 +146,7 @@ class SymbolicModel:
         return np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
 
     def rk4_function(self, dt: float, substeps: int | None = None) -> ca.Function:
-        """CasADi function (x, u) -> x after `dt` with `substeps` RK4 steps (u held constant)."""
+        """CasADi function (x, u, w) -> x after `dt` with `substeps` RK4 steps (u, w held)."""
         n = self.substeps if substeps is None else int(substeps)
         if not (math.isfinite(dt) and dt > 0.0):
             raise ConfigError(f"dt must be a positive number, got {dt}")
@@ -126,23 +156,29 @@ class SymbolicModel:
         if key not in self._step_cache:
             x = ca.SX.sym("x", self.nx)
             u = ca.SX.sym("u", self.nu)
+            w = ca.SX.sym("w", WRENCH_SIZE)
             h = dt / n
             xk = x
             for _ in range(n):
-                k1 = self._fun(xk, u)
-                k2 = self._fun(xk + 0.5 * h * k1, u)
-                k3 = self._fun(xk + 0.5 * h * k2, u)
-                k4 = self._fun(xk + h * k3, u)
+                k1 = self._fun_w(xk, u, w)
+                k2 = self._fun_w(xk + 0.5 * h * k1, u, w)
+                k3 = self._fun_w(xk + 0.5 * h * k2, u, w)
+                k4 = self._fun_w(xk + h * k3, u, w)
                 xk = xk + (h / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)
-            self._step_cache[key] = ca.Function(f"{self.name}_rk4_{n}", [x, u], [xk], ["x", "u"], ["x_next"])
+            self._step_cache[key] = ca.Function(
+                f"{self.name}_rk4_{n}", [x, u, w], [xk], ["x", "u", "w"], ["x_next"]
+            )
         return self._step_cache[key]
 
-    def step(self, x: ArrayLike, u: ArrayLike, dt: float, substeps: int | None = None) -> FloatArray:
-        """Integrate from x over dt with input u held (RK4, `substeps` steps; default self.substeps)."""
+    def step(
+        self, x: ArrayLike, u: ArrayLike, dt: float, substeps: int | None = None, w: ArrayLike | None = None
+    ) -> FloatArray:
+        """Integrate from x over dt with input u (and wrench w) held: RK4 with `substeps` steps."""
         xv = as_vector(x, self.nx, f"{self.name} state")
         uv = as_vector(u, self.nu, f"{self.name} input")
+        wv = np.zeros(WRENCH_SIZE) if w is None else as_vector(w, WRENCH_SIZE, f"{self.name} wrench")
         fun = self.rk4_function(dt, substeps)
-        return np.asarray(fun(xv, uv), dtype=np.float64).reshape(-1)
+        return np.asarray(fun(xv, uv, wv), dtype=np.float64).reshape(-1)
 
 
 def resolve_params(

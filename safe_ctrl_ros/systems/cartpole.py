@@ -1,10 +1,16 @@
 """Cart-pole as in safe-control-gym's symbolic model.
 
-State [x, x_dot, theta, theta_dot] (theta = 0 upright, positive clockwise as in safe-control-gym),
-input [F] (horizontal force on the cart, N). Equations (l = pole half-length, m_t = M + m):
+State [x, x_dot, theta, theta_dot] (theta = 0 upright), input [F] (horizontal force on the cart, N).
+With l the pole's half-length and m_t = M + m, safe-control-gym's equations are
     a      = (F + m l theta_dot^2 sin(theta)) / m_t
     th_dd  = (g sin(theta) - cos(theta) a) / (l (4/3 - m cos^2(theta) / m_t))
     x_dd   = a - m l th_dd cos(theta) / m_t
+An external world-frame force (fx, fz) at the pole's centre of mass (safe-control-gym's dynamics
+disturbance) enters as generalized forces: fx on the cart coordinate, l (fx cos(theta) - fz sin(theta))
+on theta. With it
+    a      = (F + fx + m l theta_dot^2 sin(theta)) / m_t
+    th_dd  = (g sin(theta) - cos(theta) a + (fx cos(theta) - fz sin(theta)) / m) / (l (4/3 - m cos^2 / m_t))
+Torques of the wrench are not modelled for the cart-pole (the plant reports them as ignored).
 """
 
 from __future__ import annotations
@@ -25,13 +31,15 @@ PARAMS: dict[str, ParamSpec] = {
 }
 
 
-def _dynamics(x: ca.SX, u: ca.SX, p: Mapping[str, float]) -> ca.SX:
+def _dynamics(x: ca.SX, u: ca.SX, w: ca.SX, p: Mapping[str, float]) -> ca.SX:
     big_m, m, half, g = p["cart_mass"], p["pole_mass"], p["pole_length"], p["gravity"]
     theta, theta_dot = x[2], x[3]
+    fx, fz = w[0], w[2]
     total = big_m + m
-    a = (u[0] + m * half * theta_dot**2 * ca.sin(theta)) / total
-    theta_dd = (g * ca.sin(theta) - ca.cos(theta) * a) / (half * (4.0 / 3.0 - m * ca.cos(theta) ** 2 / total))
-    x_dd = a - m * half * theta_dd * ca.cos(theta) / total
+    s, c = ca.sin(theta), ca.cos(theta)
+    a = (u[0] + fx + m * half * theta_dot**2 * s) / total
+    theta_dd = (g * s - c * a + (fx * c - fz * s) / m) / (half * (4.0 / 3.0 - m * c**2 / total))
+    x_dd = a - m * half * theta_dd * c / total
     return ca.vertcat(x[1], x_dd, theta_dot, theta_dd)
 
 
@@ -48,4 +56,8 @@ def make(substeps: int = 1, **overrides: object) -> SymbolicModel:
         x_eq=np.zeros(4),
         builder=_dynamics,
         substeps=substeps,
+        wrench_axes=("fx", "fz"),
+        # safe-control-gym's cart-pole terminates at |x| > 2.4 m and |theta| > 90 degrees.
+        state_low=np.array([-2.4, -np.inf, -np.pi / 2, -np.inf]),
+        state_high=np.array([2.4, np.inf, np.pi / 2, np.inf]),
     )
