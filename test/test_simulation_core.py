@@ -65,3 +65,26 @@ def test_lockstep_gate_answered_stops_waiting() -> None:
     gate.answered()
     assert gate.tick(5.0) is TickAction.NONE
     assert not gate.accepts(0)
+
+
+def test_reset_keeps_time_running_when_asked() -> None:
+    sim = PlantSim(systems.make("cartpole"), 0.02, 1, [0.0, 0.0, 0.1, 0.0])
+    for _ in range(5):
+        sim.advance(np.array([1.0]))
+    sim.reset(keep_time=True)
+    assert sim.k == 6
+    np.testing.assert_array_equal(sim.x, [0.0, 0.0, 0.1, 0.0])
+    assert sim.stats.steps == 0
+    sim.reset([0.0, 0.0, 0.0, 0.0])
+    assert sim.k == 0
+
+
+def test_wrench_is_held_until_changed() -> None:
+    sim = PlantSim(systems.make("cartpole"), 0.02, 1)
+    sim.wrench = np.array([1.0, 0, 0, 0, 0, 0])
+    sim.advance(np.array([0.0]))
+    sim.advance(np.array([0.0]))
+    expected = np.zeros(4)
+    for _ in range(2):
+        expected = sim.model.step(expected, [0.0], 0.02, 1, w=[1.0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(sim.x, expected)

@@ -79,6 +79,7 @@ class PlantNode(Node):
         self.nominal_x0 = self.sim.x0.copy()
         self.rng = np.random.default_rng(self.seed)
         self.sim.reset(self._draw_initial_state())
+        self.start_k = 0
         self.gate = LockstepGate(timeout, resend)
         self.ignored_wrench_axes: set[str] = set()
 
@@ -193,7 +194,8 @@ class PlantNode(Node):
         if self.done.done():
             resp.success, resp.message = False, "the episode has finished and the plant is shutting down"
             return resp
-        self.sim.reset(self._draw_initial_state())
+        self.sim.reset(self._draw_initial_state(), keep_time=True)
+        self.start_k = self.sim.k
         self.terminated_reason = ""
         resp.success, resp.message = True, f"reset to {self.sim.x.tolist()}"
         self.get_logger().info(resp.message)
@@ -212,7 +214,7 @@ class PlantNode(Node):
             self._publish(first=False, final=True)
             self._finish(f"state out of bounds in {out}: {self.sim.x.tolist()}")
             return
-        if self.duration > 0 and self.sim.t >= self.duration - 1e-9:
+        if self.duration > 0 and (self.sim.k - self.start_k) * self.sim.dt >= self.duration - 1e-9:
             self._publish(first=False, final=True)
             self._finish("")
             return

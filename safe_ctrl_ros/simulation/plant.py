@@ -39,6 +39,7 @@ class PlantSim:
         x_eq = model.equilibrium()[0]
         self.x0 = x_eq if x0 is None else as_vector(x0, model.nx, f"{model.name} initial_state")
         self.wrench: FloatArray = np.zeros(WRENCH_SIZE)
+        self.k: int = 0
         self.reset()
 
     def set_model(self, model: SymbolicModel) -> None:
@@ -49,11 +50,14 @@ class PlantSim:
         self._step = model.rk4_function(self.dt, self.substeps)
         self.u_low, self.u_high = model.input_bounds
 
-    def reset(self, x0: ArrayLike | None = None) -> None:
+    def reset(self, x0: ArrayLike | None = None, keep_time: bool = False) -> None:
+        """Start a new episode at x0 (default: the initial state). With `keep_time` the clock runs
+        on by one period (a plant node's /clock never jumps back, and the reset state gets a stamp
+        of its own that no command for the old episode can answer); otherwise time restarts at 0."""
         if x0 is not None:
             self.x0 = as_vector(x0, self.model.nx, f"{self.model.name} initial_state")
         self.x: FloatArray = self.x0.copy()
-        self.k = 0
+        self.k = self.k + 1 if keep_time else 0
         self.u_last: FloatArray = self.model.equilibrium()[1]
         self.stats = EpisodeStats()
 
