@@ -1,0 +1,30 @@
+"""Benchmarks keep running and keep writing their documented record format (tiny sizes, no timing checks)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_plant_speed_writes_its_records(tmp_path: Path) -> None:
+    pytest.importorskip("rclpy")
+    out = tmp_path / "plant_speed.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "plant_speed.py"), "--core-steps", "50", "--sim-seconds", "0.5",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=300, check=False, cwd=REPO,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    records = json.loads(out.read_text())
+    modes = {(r["system"], r["mode"]) for r in records}
+    assert {("cartpole", "core"), ("quadrotor_3d", "core"), ("cartpole", "composed"), ("cartpole", "processes")} <= modes
+    for r in records:
+        assert r["steps_per_s"] > 0
+        assert r["realtime_factor"] > 0
+    assert "x real time" in done.stdout
