@@ -1,0 +1,309 @@
+"""Nonlinear MPC with CasADi: multiple shooting, RK4, soft state constraints, a learned residual.
+
+Problem at time t from state x0, with the task's reference (x_ref_k, u_ref_k) at t + k dt:
+
+    min   sum_{k<N} |x_k - x_ref_k|_Q^2 + |u_k - u_ref_k|_R^2 + rho1 1's_k + rho2 |s_k|^2 + |x_N - x_ref_N|_P^2
+    s.t.  x_0 = x0,  x_{k+1} = F(x_k, u_k) + g_theta(x_k, u_k)      (RK4 + learned residual)
+          u_low <= u_k <= u_high                                   (hard)
+          c_state(x_k, u_k) <= s_k,  s_k >= 0,  k = 0..N-1        (soft, exact L1 + L2 penalty)
+          c_input(u_k) <= 0                                        (hard)
+
+Variables are ordered stage-wise [x_0, (u_0, s_0), x_1, ..., x_N] and constraints
+[gap_0, path_0, gap_1, path_1, ...] (x_0 = x0 is part of path_0), which is the structure HPIPM and
+fatrop exploit. The slack is part of each stage's input so every stage has the same size; the
+terminal state carries no slack (HPIPM admits no terminal input), so state constraints act on x_0
+to x_{N-1}. The residual's weights theta and the reference are parameters: new weights need no
+rebuild. The cost is quadratic, so the SQP solvers use its constant Hessian (Gauss-Newton).
+Solvers (docs/CONTROLLERS.md has the measured timings):
+- sqp_hpipm (default): SQP with HPIPM, real-time iteration (one QP per call) by default;
+- sqp_qrqp: SQP with CasADi's active-set qrqp;  fatrop;  ipopt (interior point, to convergence).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import casadi as ca
+import numpy as np
+import scipy.linalg
+from numpy.typing import ArrayLike
+
+from safe_ctrl_ros.control.lqr import _weight_matrix, discretize
+from safe_ctrl_ros.control.residual import ResidualSpec
+from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.safety.constraints import Constraint, ConstraintSet
+from safe_ctrl_ros.systems.base import WRENCH_SIZE, FloatArray, SymbolicModel, as_vector
+from safe_ctrl_ros.tasks import Task
+
+SOLVERS = ("sqp_hpipm", "sqp_qrqp", "fatrop", "ipopt")
+# sqpmethod reports hitting max_iter as not successful: in real-time iteration that is the plan.
+_SQP_OK = {"solve_succeeded", "maximum_iterations_exceeded"}
+
+
+@dataclass
+class NmpcConfig:
+    horizon: int = 20
+    dt: float = 0.02
+    Q: Any = 1.0
+    R: Any = 0.1
+    P: Any = None  # terminal weight; None = the LQR cost-to-go (discrete Riccati solution) at the goal
+    solver: str = "sqp_hpipm"
+    sqp_iterations: int = 1  # 1 = real-time iteration
+    rk4_substeps: int = 1
+    slack_l1: float = 1000.0
+    slack_l2: float = 1000.0
+    solver_options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.horizon < 1:
+            raise ConfigError(f"nmpc horizon must be >= 1, got {self.horizon}")
+        if not (np.isfinite(self.dt) and self.dt > 0):
+            raise ConfigError(f"nmpc dt must be positive, got {self.dt}")
+        if self.solver not in SOLVERS:
+            raise ConfigError(f"nmpc solver must be one of {SOLVERS}, got '{self.solver}'")
+        if self.sqp_iterations < 1 or self.rk4_substeps < 1:
+            raise ConfigError("nmpc sqp_iterations and rk4_substeps must be >= 1")
+        if self.slack_l1 < 0 or self.slack_l2 < 0:
+            raise ConfigError("nmpc slack penalties must be >= 0")
+
+
+@dataclass
+class NmpcResult:
+    u: FloatArray
+    x_pred: FloatArray  # (N+1, nx)
+    u_pred: FloatArray  # (N, nu)
+    success: bool
+    status: str
+    iterations: int
+    solve_time_s: float
+    cost: float
+    max_slack: float
+
+
+def _constraint_expr(c: Constraint, x: ca.SX, u: ca.SX) -> ca.SX:
+    z = {"state": x, "input": u, "input_and_state": ca.vertcat(x, u)}[c.variable]
+    za = ca.vertcat(*[z[i] for i in c.active_dims])
+    if c.kind == "quadratic":
+        return za.T @ ca.DM(c.A) @ za - float(c.b[0])
+    return ca.DM(c.A) @ za - ca.DM(c.b)
+
+
+class Nmpc:
+    def __init__(
+        self,
+        model: SymbolicModel,
+        task: Task,
+        config: NmpcConfig | None = None,
+        constraints: ConstraintSet | None = None,
+        residual: ResidualSpec | None = None,
+    ) -> None:
+        self.model, self.task = model, task
+        self.cfg = cfg = config or NmpcConfig()
+        cfg.validate()
+        self.residual = residual
+        if residual is not None and (residual.nx, residual.nu) != (model.nx, model.nu):
+            raise ConfigError(
+                f"residual is for nx={residual.nx}, nu={residual.nu}; {model.name} has {model.nx}, {model.nu}"
+            )
+        self.theta: FloatArray = np.zeros(residual.num_params if residual else 0)
+        cons = constraints or ConstraintSet([])
+        self.soft = [c for c in cons.constraints if c.variable != "input"]
+        self.hard = [c for c in cons.constraints if c.variable == "input"]
+        self.ns = sum(c.num_rows for c in self.soft)
+        nx, nu = model.nx, model.nu
+        self.nv = nu + self.ns  # stage "input": control and slack
+        self.Q = _weight_matrix(cfg.Q, nx, "nmpc Q")
+        self.R = _weight_matrix(cfg.R, nu, "nmpc R")
+        self.P = self._riccati_terminal() if cfg.P is None else _weight_matrix(cfg.P, nx, "nmpc P")
+        self._build()
+        self.u_low, self.u_high = model.input_bounds
+        self.reset()
+
+    def _riccati_terminal(self) -> FloatArray:
+        """The infinite-horizon LQR cost-to-go at the goal: a short horizon then still looks far."""
+        x_goal, u_eq = self.task.goal, self.model.equilibrium()[1]
+        try:
+            a, b = self.model.linearize(x_goal, u_eq)
+            ad, bd = discretize(a, b, self.cfg.dt, "exact")
+            p: FloatArray = scipy.linalg.solve_discrete_are(ad, bd, self.Q, self.R)
+        except (np.linalg.LinAlgError, ValueError):
+            return self.Q
+        return 0.5 * (p + p.T)
+
+    # --- problem --------------------------------------------------------------------------------
+    def _build(self) -> None:
+        cfg, m = self.cfg, self.model
+        nx, nu, ns, n = m.nx, m.nu, self.ns, cfg.horizon
+        rk4 = m.rk4_function(cfg.dt, cfg.rk4_substeps)
+        xs, us = ca.SX.sym("x", nx), ca.SX.sym("u", nu)
+        ntheta = self.theta.size
+        theta = ca.SX.sym("theta", ntheta)
+        f_next = rk4(xs, us, ca.DM.zeros(WRENCH_SIZE))
+        if self.residual is not None:
+            f_next = f_next + self.residual.symbolic(xs, us, theta)
+        self.step_fn = ca.Function("F", [xs, us, theta], [f_next])
+        soft_expr = ca.vertcat(*[_constraint_expr(c, xs, us) for c in self.soft]) if self.soft else ca.SX(0, 1)
+        hard_expr = ca.vertcat(*[_constraint_expr(c, xs, us) for c in self.hard]) if self.hard else ca.SX(0, 1)
+        soft_fn = ca.Function("soft", [xs, us], [soft_expr])
+        hard_fn = ca.Function("hard", [xs, us], [hard_expr])
+        nh = hard_expr.shape[0]
+
+        p_x0 = ca.SX.sym("x0", nx)
+        p_xr = ca.SX.sym("xr", nx, n + 1)
+        p_ur = ca.SX.sym("ur", nu, n)
+        X = [ca.SX.sym(f"x{k}", nx) for k in range(n + 1)]
+        V = [ca.SX.sym(f"v{k}", nu + ns) for k in range(n)]
+        w, g, lbg, ubg, lbw, ubw = [], [], [], [], [], []
+        cost = ca.SX(0)
+        for k in range(n + 1):
+            e = X[k] - p_xr[:, k]
+            if k == n:
+                w.append(X[k])
+                lbw += [-np.inf] * nx
+                ubw += [np.inf] * nx
+                cost += e.T @ ca.DM(self.P) @ e
+                break
+            u, s = V[k][:nu], V[k][nu:]
+            w += [X[k], V[k]]
+            lbw += [-np.inf] * nx + list(self.model.input_bounds[0]) + [0.0] * ns
+            ubw += [np.inf] * nx + list(self.model.input_bounds[1]) + [np.inf] * ns
+            du = u - p_ur[:, k]
+            cost += e.T @ ca.DM(self.Q) @ e + du.T @ ca.DM(self.R) @ du
+            if ns:
+                cost += cfg.slack_l1 * ca.sum1(s) + cfg.slack_l2 * ca.sumsqr(s)
+            # gap_k, then path_k (x_0 = x0 at stage 0; soft rows; hard input rows)
+            g.append(X[k + 1] - self.step_fn(X[k], u, theta))
+            lbg += [0.0] * nx
+            ubg += [0.0] * nx
+            path = []
+            if k == 0:
+                path.append(X[0] - p_x0)
+                lbg += [0.0] * nx
+                ubg += [0.0] * nx
+            if ns:
+                path.append(soft_fn(X[k], u) - s)
+                lbg += [-np.inf] * ns
+                ubg += [0.0] * ns
+            if nh:
+                path.append(hard_fn(X[k], u))
+                lbg += [-np.inf] * nh
+                ubg += [0.0] * nh
+            g += path
+        self.w, self.g = ca.vertcat(*w), ca.vertcat(*g)
+        self.p = ca.vertcat(p_x0, ca.vec(p_xr), ca.vec(p_ur), theta)
+        self.lbw, self.ubw = np.array(lbw), np.array(ubw)
+        self.lbg, self.ubg = np.array(lbg), np.array(ubg)
+        self.stage = nx + nu + ns
+        nlp = {"x": self.w, "f": cost, "g": self.g, "p": self.p}
+        self.cost_fn = ca.Function("cost", [self.w, self.p], [cost])
+        self.solver = self._make_solver(nlp, cost, nh)
+
+    def _make_solver(self, nlp: dict[str, ca.SX], cost: ca.SX, nh: int) -> ca.Function:
+        cfg, nx, n = self.cfg, self.model.nx, self.cfg.horizon
+        quiet = {"print_time": False}
+        if cfg.solver in ("sqp_hpipm", "sqp_qrqp"):
+            lam_f = ca.SX.sym("lam_f")
+            lam_g = ca.SX.sym("lam_g", self.g.shape[0])
+            hess = lam_f * ca.hessian(cost, self.w)[0]  # Gauss-Newton: the cost's constant Hessian
+            hess_lag = ca.Function(
+                "nlp_hess_l", [self.w, self.p, lam_f, lam_g], [hess], ["x", "p", "lam_f", "lam_g"], ["hess_gamma_x_x"]
+            )
+            opts: dict[str, Any] = {
+                **quiet, "hess_lag": hess_lag, "max_iter": cfg.sqp_iterations, "print_header": False,
+                "print_iteration": False, "print_status": False, "error_on_fail": False,
+            }
+            if cfg.solver == "sqp_hpipm":
+                ng0 = nx + self.ns + nh
+                opts["qpsol"] = "hpipm"
+                opts["qpsol_options"] = {
+                    "N": n, "nx": [nx] * (n + 1), "nu": [self.nv] * n + [0],
+                    "ng": [ng0] + [self.ns + nh] * (n - 1) + [0],
+                    "error_on_fail": False, "hpipm": {"iter_max": 100, "warm_start": 0},
+                }
+            else:
+                opts["qpsol"] = "qrqp"
+                opts["qpsol_options"] = {"print_iter": False, "print_header": False, "error_on_fail": False}
+            opts.update(cfg.solver_options)
+            return ca.nlpsol("nmpc", "sqpmethod", nlp, opts)
+        if cfg.solver == "fatrop":
+            eq = [bool(lo == hi) for lo, hi in zip(self.lbg, self.ubg, strict=True)]
+            opts = {**quiet, "structure_detection": "auto", "equality": eq, "fatrop.print_level": 0}
+            opts.update(cfg.solver_options)
+            return ca.nlpsol("nmpc", "fatrop", nlp, opts)
+        opts = {**quiet, "ipopt.print_level": 0, "ipopt.sb": "yes", "ipopt.max_iter": 200}
+        opts.update(cfg.solver_options)
+        return ca.nlpsol("nmpc", "ipopt", nlp, opts)
+
+    # --- runtime ------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the warm start (e.g. after a fallback or an episode reset)."""
+        self._w0: FloatArray | None = None
+        self._lam_g = np.zeros(self.g.shape[0])
+        self._lam_x = np.zeros(self.w.shape[0])
+
+    def set_residual_weights(self, theta: ArrayLike) -> None:
+        """Swap in new residual weights (validated; takes effect at the next solve)."""
+        if self.residual is None:
+            raise ConfigError("this NMPC has no residual model")
+        self.theta = as_vector(theta, self.residual.num_params, "residual weights")
+
+    def _initial_guess(self, x0: FloatArray, x_ref: FloatArray, u_ref: FloatArray) -> FloatArray:
+        n, nx, nu = self.cfg.horizon, self.model.nx, self.model.nu
+        if self._w0 is not None:
+            return self._w0
+        w0 = np.zeros(self.w.shape[0])
+        for k in range(n):
+            w0[k * self.stage : k * self.stage + nx] = x0
+            w0[k * self.stage + nx : k * self.stage + nx + nu] = u_ref[k]
+        w0[n * self.stage :] = x0
+        return w0
+
+    def _shift(self, w: FloatArray, lam: FloatArray) -> None:
+        """Warm start for the next call: the solution shifted by one stage (last stage repeated)."""
+        st, n = self.stage, self.cfg.horizon
+        stages = w[: n * st].reshape(n, st)
+        x_n = w[n * st :]
+        shifted = np.vstack([stages[1:], stages[-1:]])
+        shifted[-1, : self.model.nx] = x_n
+        self._w0 = np.concatenate([shifted.reshape(-1), x_n])
+        self._lam_g = lam
+
+    def solve(self, x0: ArrayLike, t: float) -> NmpcResult:
+        n, nx, nu = self.cfg.horizon, self.model.nx, self.model.nu
+        x0v = np.asarray(x0, dtype=np.float64).reshape(-1)
+        times = t + self.cfg.dt * np.arange(n + 1)
+        x_ref, u_ref = self.task.reference(times)
+        p = np.concatenate([x0v, x_ref.reshape(-1), u_ref[:n].reshape(-1), self.theta])
+        w0 = self._initial_guess(x0v, x_ref, u_ref)
+        start = time.perf_counter()
+        sol = self.solver(
+            x0=w0, p=p, lbx=self.lbw, ubx=self.ubw, lbg=self.lbg, ubg=self.ubg, lam_g0=self._lam_g, lam_x0=self._lam_x
+        )
+        elapsed = time.perf_counter() - start
+        stats = self.solver.stats()
+        w = np.asarray(sol["x"], dtype=np.float64).reshape(-1)
+        status = str(stats.get("return_status", "unknown"))
+        ok = bool(stats.get("success", False)) or (self.cfg.solver.startswith("sqp") and status.lower() in _SQP_OK)
+        finite = bool(np.all(np.isfinite(w)))
+        stages = w[: n * self.stage].reshape(n, self.stage)
+        x_pred = np.vstack([stages[:, :nx], w[n * self.stage :][None, :]])
+        u_pred = stages[:, nx : nx + nu]
+        slack = stages[:, nx + nu :]
+        if ok and finite:
+            self._shift(w, np.asarray(sol["lam_g"], dtype=np.float64).reshape(-1))
+            self._lam_x = np.asarray(sol["lam_x"], dtype=np.float64).reshape(-1)
+        else:
+            self.reset()
+        return NmpcResult(
+            u=np.clip(u_pred[0], self.u_low, self.u_high) if finite else u_pred[0],
+            x_pred=x_pred,
+            u_pred=u_pred,
+            success=ok and finite,
+            status=status if finite else f"{status} (non-finite solution)",
+            iterations=int(stats.get("iter_count", -1)),
+            solve_time_s=elapsed,
+            cost=float(sol["f"]),
+            max_slack=float(slack.max()) if slack.size else 0.0,
+        )
