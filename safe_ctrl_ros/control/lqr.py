@@ -94,10 +94,13 @@ class LqrController:
         self.K = lqr_gain(model, Q, R, dt, discretization)
         self.u_low, self.u_high = model.input_bounds
 
-    def __call__(self, x: ArrayLike) -> FloatArray:
+    def __call__(self, x: ArrayLike, x_ref: ArrayLike | None = None, u_ref: ArrayLike | None = None) -> FloatArray:
+        """The command at state x; with a reference (x_ref, u_ref) it tracks it with the same gain."""
         xv = np.asarray(x, dtype=np.float64).reshape(-1)
         if xv.size != self.model.nx:
             raise ValueError(f"state has size {xv.size}, {self.model.name} expects {self.model.nx}")
-        u = self.u_eq - self.K @ (xv - self.x_goal)
+        goal = self.x_goal if x_ref is None else np.asarray(x_ref, dtype=np.float64).reshape(-1)
+        feedforward = self.u_eq if u_ref is None else np.asarray(u_ref, dtype=np.float64).reshape(-1)
+        u = feedforward - self.K @ (xv - goal)
         out: FloatArray = np.clip(u, self.u_low, self.u_high)
         return out

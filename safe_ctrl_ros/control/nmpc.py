@@ -39,7 +39,12 @@ from safe_ctrl_ros.tasks import Task
 
 SOLVERS = ("sqp_hpipm", "sqp_qrqp", "fatrop", "ipopt")
 # sqpmethod reports hitting max_iter as not successful: in real-time iteration that is the plan.
+# It also does not report a failed QP (e.g. infeasible), so `solve` checks the iterate itself: the
+# linear constraints (x_0 = x0, input bounds, hard input constraints) hold to LINEAR_TOL after any
+# solved QP; the dynamics gaps, linearized once per call in RTI, must stay below GAP_TOL.
 _SQP_OK = {"solve_succeeded", "maximum_iterations_exceeded"}
+LINEAR_TOL = 1e-6
+GAP_TOL = 1.0
 
 
 @dataclass
@@ -156,6 +161,7 @@ class Nmpc:
         X = [ca.SX.sym(f"x{k}", nx) for k in range(n + 1)]
         V = [ca.SX.sym(f"v{k}", nu + ns) for k in range(n)]
         w, g, lbg, ubg, lbw, ubw = [], [], [], [], [], []
+        kinds: list[str] = []  # per g row: gap | init | soft | hard
         cost = ca.SX(0)
         for k in range(n + 1):
             e = X[k] - p_xr[:, k]
@@ -177,19 +183,23 @@ class Nmpc:
             g.append(X[k + 1] - self.step_fn(X[k], u, theta))
             lbg += [0.0] * nx
             ubg += [0.0] * nx
+            kinds += ["gap"] * nx
             path = []
             if k == 0:
                 path.append(X[0] - p_x0)
                 lbg += [0.0] * nx
                 ubg += [0.0] * nx
+                kinds += ["init"] * nx
             if ns:
                 path.append(soft_fn(X[k], u) - s)
                 lbg += [-np.inf] * ns
                 ubg += [0.0] * ns
+                kinds += ["soft"] * ns
             if nh:
                 path.append(hard_fn(X[k], u))
                 lbg += [-np.inf] * nh
                 ubg += [0.0] * nh
+                kinds += ["hard"] * nh
             g += path
         self.w, self.g = ca.vertcat(*w), ca.vertcat(*g)
         self.p = ca.vertcat(p_x0, ca.vec(p_xr), ca.vec(p_ur), theta)
@@ -198,6 +208,9 @@ class Nmpc:
         self.stage = nx + nu + ns
         nlp = {"x": self.w, "f": cost, "g": self.g, "p": self.p}
         self.cost_fn = ca.Function("cost", [self.w, self.p], [cost])
+        self.g_fn = ca.Function("constraints", [self.w, self.p], [self.g])
+        self._gap_rows = np.array([k == "gap" for k in kinds])
+        self._linear_rows = np.array([k in ("init", "hard") for k in kinds])
         self.solver = self._make_solver(nlp, cost, nh)
 
     def _make_solver(self, nlp: dict[str, ca.SX], cost: ca.SX, nh: int) -> ca.Function:
@@ -270,6 +283,19 @@ class Nmpc:
         self._w0 = np.concatenate([shifted.reshape(-1), x_n])
         self._lam_g = lam
 
+    def _infeasibility(self, w: FloatArray, p: FloatArray) -> str:
+        """Why the iterate cannot come from a solved QP ("" if it can)."""
+        g = np.asarray(self.g_fn(w, p), dtype=np.float64).reshape(-1)
+        g_viol = np.maximum(self.lbg - g, 0.0) + np.maximum(g - self.ubg, 0.0)
+        w_viol = np.maximum(self.lbw - w, 0.0) + np.maximum(w - self.ubw, 0.0)
+        linear = max(float(g_viol[self._linear_rows].max(initial=0.0)), float(w_viol.max(initial=0.0)))
+        if linear > LINEAR_TOL:
+            return f"QP failed: linear constraints violated by {linear:.3g}"
+        gap = float(g_viol[self._gap_rows].max(initial=0.0))
+        if gap > GAP_TOL:
+            return f"QP failed: dynamics gap {gap:.3g}"
+        return ""
+
     def solve(self, x0: ArrayLike, t: float) -> NmpcResult:
         n, nx, nu = self.cfg.horizon, self.model.nx, self.model.nu
         x0v = np.asarray(x0, dtype=np.float64).reshape(-1)
@@ -287,6 +313,10 @@ class Nmpc:
         status = str(stats.get("return_status", "unknown"))
         ok = bool(stats.get("success", False)) or (self.cfg.solver.startswith("sqp") and status.lower() in _SQP_OK)
         finite = bool(np.all(np.isfinite(w)))
+        if ok and finite:
+            problem = self._infeasibility(w, p)
+            if problem:
+                ok, status = False, f"{status}; {problem}"
         stages = w[: n * self.stage].reshape(n, self.stage)
         x_pred = np.vstack([stages[:, :nx], w[n * self.stage :][None, :]])
         u_pred = stages[:, nx : nx + nu]

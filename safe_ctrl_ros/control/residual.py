@@ -102,3 +102,33 @@ class ResidualSpec:
                 h = self._act(h)
         out: FloatArray = (h.T * self.out_gain).reshape(np.atleast_2d(x).shape[0], self.nx)
         return out
+
+
+def dequantize(
+    spec: ResidualSpec, layer_sizes: ArrayLike, activation: str, weights: ArrayLike, scales: ArrayLike
+) -> FloatArray:
+    """theta from integer weights with one scale per tensor (W_1, b_1, W_2, ...), checked against spec.
+
+    Raises ConfigError with the reason when the update does not fit this residual.
+    """
+    sizes = tuple(int(v) for v in np.asarray(layer_sizes).reshape(-1))
+    if sizes != spec.layer_sizes:
+        raise ConfigError(f"layer sizes {list(sizes)} do not match the controller's {list(spec.layer_sizes)}")
+    if activation != spec.activation:
+        raise ConfigError(f"activation '{activation}' does not match the controller's '{spec.activation}'")
+    ints = np.asarray(weights).reshape(-1)
+    if ints.size != spec.num_params:
+        raise ConfigError(f"{ints.size} weights given, the residual has {spec.num_params}")
+    scl = np.asarray(scales, dtype=np.float64).reshape(-1)
+    if scl.size != 2 * len(spec.shapes):
+        raise ConfigError(f"{scl.size} scales given, expected {2 * len(spec.shapes)} (one per tensor)")
+    if not np.all(np.isfinite(scl)) or np.any(scl < 0):
+        raise ConfigError("scales must be finite and >= 0")
+    theta = np.empty(spec.num_params)
+    pos, tensor = 0, 0
+    for o, i in spec.shapes:
+        for size in (o * i, o):
+            theta[pos : pos + size] = ints[pos : pos + size].astype(np.float64) * scl[tensor]
+            pos += size
+            tensor += 1
+    return theta

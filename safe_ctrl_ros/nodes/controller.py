@@ -1,55 +1,122 @@
 """Controller node: answers each state on `state` with a command on `cmd` (same stamp).
 
-The controller's model is configured independently of the plant's (`system`, `model.*`), so a
-model mismatch is a parameter change. `controller` selects the law (LQR for now).
+`controller` selects the primary law (lqr | nmpc). The NMPC may carry a learned residual whose
+weights arrive on `adapter/model` and are swapped in between two solves; updates whose shapes do not
+match are rejected with a logged reason. On an unusable state, a solver failure, a non-finite
+result or a missed deadline the node falls back (LQR or a safe command) for that step and says so
+on `~/status`. The controller's model (`system`, `model.*`) is configured independently of the
+plant's, so a model mismatch is a parameter change.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
-from safe_ctrl_ros.control import LqrController
+from safe_ctrl_ros.control import LqrController, Nmpc, NmpcConfig, ResidualSpec
+from safe_ctrl_ros.control.residual import dequantize
+from safe_ctrl_ros.control.supervisor import FallbackMode, StepReport, SupervisedController
 from safe_ctrl_ros.errors import ConfigError
-from safe_ctrl_ros.msg import Command, State
+from safe_ctrl_ros.msg import Command, ControllerStatus, ModelUpdate, State
 from safe_ctrl_ros.ros.convert import command_msg, stamp_to_ns, vector_of
 from safe_ctrl_ros.ros.node_main import run_node
 from safe_ctrl_ros.ros.params import declare, float_list, reject_unknown_overrides
-from safe_ctrl_ros.ros.qos import COMMAND_QOS, STATE_QOS
+from safe_ctrl_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS, STATUS_QOS
 from safe_ctrl_ros.ros.system_params import declare_model
+from safe_ctrl_ros.ros.tasks import declare_task
+from safe_ctrl_ros.safety import ConstraintSet, load_constraints
 
-CONTROLLERS = ("lqr",)
+CONTROLLERS = ("lqr", "nmpc")
 DISCRETIZATIONS = ("exact", "euler")
+
+
+def _weight(values: list[float]) -> float | list[float]:
+    return values[0] if len(values) == 1 else values
 
 
 class ControllerNode(Node):
     def __init__(self, **node_kwargs: object) -> None:
         super().__init__("controller", **node_kwargs)  # type: ignore[arg-type]
         model = declare_model(self)
-        kind = str(declare(self, "controller", "lqr", f"control law, one of {CONTROLLERS}"))
+        self.task = declare_task(self, model)
+        kind = str(declare(self, "controller", "lqr", f"primary control law, one of {CONTROLLERS}"))
         dt = float(declare(self, "dt", 0.02, "control period in seconds"))
-        goal = float_list(declare(self, "goal", [], "goal state; empty = the model's equilibrium"), "goal")
         q = float_list(declare(self, "lqr.Q", [1.0], "LQR state weight: diagonal (nx) or one value"), "lqr.Q")
         r = float_list(declare(self, "lqr.R", [0.1], "LQR input weight: diagonal (nu) or one value"), "lqr.R")
         disc = str(declare(self, "lqr.discretization", "exact", f"one of {DISCRETIZATIONS}"))
+        constraints_file = str(declare(self, "constraints_file", "", "constraints YAML (the monitor's file)"))
+        p_list = float_list(declare(self, "nmpc.P", [], "terminal weight; empty = LQR cost-to-go"), "nmpc.P")
+        n_cfg = NmpcConfig(
+            horizon=int(declare(self, "nmpc.horizon", 20, "prediction horizon (steps)")),
+            dt=dt,
+            Q=_weight(float_list(declare(self, "nmpc.Q", [1.0], "NMPC state weight (nx or one value)"), "nmpc.Q")),
+            R=_weight(float_list(declare(self, "nmpc.R", [0.1], "NMPC input weight (nu or one value)"), "nmpc.R")),
+            P=_weight(p_list) if p_list else None,
+            solver=str(declare(self, "nmpc.solver", "sqp_hpipm", "sqp_hpipm | sqp_qrqp | fatrop | ipopt")),
+            sqp_iterations=int(declare(self, "nmpc.sqp_iterations", 1, "SQP iterations per solve (1 = RTI)")),
+            rk4_substeps=int(declare(self, "nmpc.rk4_substeps", 1, "RK4 steps per interval in the prediction")),
+            slack_l1=float(declare(self, "nmpc.slack_l1", 1000.0, "L1 penalty on constraint slack")),
+            slack_l2=float(declare(self, "nmpc.slack_l2", 1000.0, "L2 penalty on constraint slack")),
+        )
+        deadline = float(declare(self, "nmpc.deadline", 0.0, "fall back when a solve takes longer (s); 0 = off"))
+        use_residual = bool(declare(self, "residual.enabled", False, "predict with the learned residual"))
+        hidden = [int(v) for v in declare(self, "residual.hidden", [16, 16], "hidden layer sizes")]
+        activation = str(declare(self, "residual.activation", "relu", "relu | tanh"))
+        in_gain = float_list(declare(self, "residual.in_gain", [], "input gains (nx+nu); empty = 1"), "in_gain")
+        out_gain = float_list(declare(self, "residual.out_gain", [], "output gains (nx); empty = 1"), "out_gain")
+        fallback = str(declare(self, "fallback.mode", "lqr", "lqr | command"))
+        safe_cmd = float_list(declare(self, "fallback.command", [], "safe command; empty = equilibrium input"), "cmd")
         reject_unknown_overrides(self)
+
         if kind not in CONTROLLERS:
             raise ConfigError(f"parameter 'controller': expected one of {CONTROLLERS}, got '{kind}'")
         if disc not in DISCRETIZATIONS:
             raise ConfigError(f"parameter 'lqr.discretization': expected one of {DISCRETIZATIONS}, got '{disc}'")
+        if fallback not in ("lqr", "command"):
+            raise ConfigError(f"parameter 'fallback.mode': expected lqr or command, got '{fallback}'")
         self.model = model
-        self.law = LqrController(
-            model,
-            Q=q[0] if len(q) == 1 else q,
-            R=r[0] if len(r) == 1 else r,
-            dt=dt,
-            discretization=disc,  # type: ignore[arg-type]
-            x_goal=goal or None,
+        constraints = (
+            load_constraints(constraints_file, model.nx, model.nu) if constraints_file else ConstraintSet([])
         )
+        self.residual = (
+            ResidualSpec(model.nx, model.nu, tuple(hidden), activation, np.array(in_gain), np.array(out_gain))
+            if use_residual
+            else None
+        )
+        lqr = LqrController(model, _weight(q), _weight(r), dt, disc, self.task.goal)  # type: ignore[arg-type]
+        nmpc = Nmpc(model, self.task, n_cfg, constraints, self.residual) if kind == "nmpc" else None
+        self.law = SupervisedController(
+            model, self.task, lqr, nmpc, FallbackMode(fallback), safe_cmd or None, deadline
+        )
+        self.model_version = 0
+
+        group = MutuallyExclusiveCallbackGroup()  # model swaps never interleave with a solve
         self.cmd_pub = self.create_publisher(Command, "cmd", COMMAND_QOS)
-        self.state_sub = self.create_subscription(State, "state", self._on_state, STATE_QOS)
+        self.status_pub = self.create_publisher(ControllerStatus, "~/status", STATUS_QOS)
+        self.state_sub = self.create_subscription(State, "state", self._on_state, STATE_QOS, callback_group=group)
+        self.model_sub = self.create_subscription(
+            ModelUpdate, "adapter/model", self._on_model, LATCHED_QOS, callback_group=group
+        )
         self._last: tuple[int, Command] | None = None
-        self.get_logger().info(f"{kind} on {model.name}: K={np.array2string(self.law.K, precision=3)}")
+        detail = f"K={np.array2string(lqr.K, precision=3)}" if nmpc is None else (
+            f"N={n_cfg.horizon}, solver={n_cfg.solver}, {len(constraints.constraints)} constraint(s), "
+            f"residual={'on' if self.residual else 'off'}"
+        )
+        self.get_logger().info(f"{kind} on {model.name} ({self.task.kind}): {detail}")
+
+    def _on_model(self, msg: ModelUpdate) -> None:
+        if self.law.nmpc is None or self.residual is None:
+            self.get_logger().warn(f"model update v{msg.version} rejected: this controller has no residual model")
+            return
+        try:
+            theta = dequantize(self.residual, msg.layer_sizes, msg.activation, msg.weights, msg.scales)
+            self.law.nmpc.set_residual_weights(theta)
+        except ConfigError as exc:
+            self.get_logger().error(f"model update v{msg.version} rejected: {exc}")
+            return
+        self.model_version = int(msg.version)
+        self.get_logger().info(f"model v{msg.version} in use (validation loss {msg.validation_loss:.4g})")
 
     def _on_state(self, msg: State) -> None:
         stamp = stamp_to_ns(msg.header.stamp)
@@ -57,16 +124,33 @@ class ControllerNode(Node):
             # The plant re-sent a state we already answered: answer with the same command.
             self.cmd_pub.publish(self._last[1])
             return
-        x = vector_of(msg.x)
-        if x.size != self.model.nx or not np.all(np.isfinite(x)):
-            self.get_logger().error(
-                f"ignoring state {list(msg.x)}: expected {self.model.nx} finite values", throttle_duration_sec=1.0
-            )
-            return
-        cmd = command_msg(self.law(x), stamp)
-        cmd.header.frame_id = msg.header.frame_id
+        report = self.law.compute(vector_of(msg.x), stamp * 1e-9)
+        cmd = command_msg(report.u, stamp, msg.header.frame_id)
         self.cmd_pub.publish(cmd)
         self._last = (stamp, cmd)
+        self._publish_status(msg, report)
+        if report.fallback_active:
+            self.get_logger().warn(
+                f"t={stamp * 1e-9:.3f} s: fallback ({self.law.fallback.value}): {report.fallback_reason}",
+                throttle_duration_sec=1.0,
+            )
+
+    def _publish_status(self, state: State, report: StepReport) -> None:
+        status = ControllerStatus(
+            controller=report.controller,
+            solver=report.solver,
+            solve_time_ms=report.solve_time_s * 1e3,
+            iterations=report.iterations,
+            solver_status=report.status,
+            cost=report.cost,
+            max_slack=report.max_slack,
+            model_version=self.model_version,
+            fallback_active=report.fallback_active,
+            fallback_reason=report.fallback_reason,
+            fallbacks_total=self.law.fallbacks_total,
+        )
+        status.header = state.header
+        self.status_pub.publish(status)
 
 
 NODE_CLASS = ControllerNode

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from numpy.typing import ArrayLike, NDArray
 
 from safe_ctrl_ros.errors import ConfigError
@@ -190,3 +192,27 @@ def make_constraints(specs: Sequence[Mapping[str, Any]] | None, nx: int, nu: int
             raise ConfigError(f"constraint #{i}: expected a mapping, got {spec!r}")
         out.append(make_constraint(spec, nx, nu, i))
     return ConstraintSet(out)
+
+
+def load_constraints(path: str | Path, nx: int, nu: int) -> ConstraintSet:
+    """Constraints from a YAML file holding `constraints: [ {kind: ..., ...}, ... ]`.
+
+    Errors name the file and the constraint; the same file serves the monitor, the controller and
+    bag analysis.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"constraints file '{file}' does not exist")
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"constraints file '{file}' is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict) or "constraints" not in data:
+        raise ConfigError(f"constraints file '{file}': expected a mapping with the key 'constraints'")
+    unknown = sorted(set(data) - {"constraints"})
+    if unknown:
+        raise ConfigError(f"constraints file '{file}': unknown top-level key(s) {unknown}")
+    try:
+        return make_constraints(data["constraints"], nx, nu)
+    except ConfigError as exc:
+        raise ConfigError(f"constraints file '{file}': {exc}") from exc

@@ -1,0 +1,109 @@
+"""The controller's decision logic, free of ROS: primary law, fallback, and what to report.
+
+The primary law is the NMPC (or LQR). For one step the supervisor falls back to LQR, or to a
+configured safe command, when the state is unusable, the solver fails, its result is non-finite,
+it misses its deadline, or a safety request asks for it; the next step tries the primary law again,
+so it recovers by itself. Every step yields a `StepReport` for the status topic.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from safe_ctrl_ros.control.lqr import LqrController
+from safe_ctrl_ros.control.nmpc import Nmpc
+from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.systems.base import FloatArray, SymbolicModel, as_vector
+from safe_ctrl_ros.tasks import Task
+
+
+class FallbackMode(Enum):
+    LQR = "lqr"
+    COMMAND = "command"
+
+
+@dataclass
+class StepReport:
+    u: FloatArray
+    controller: str
+    solver: str = ""
+    solve_time_s: float = 0.0
+    iterations: int = 0
+    status: str = ""
+    cost: float = 0.0
+    max_slack: float = 0.0
+    fallback_active: bool = False
+    fallback_reason: str = ""
+
+
+class SupervisedController:
+    def __init__(
+        self,
+        model: SymbolicModel,
+        task: Task,
+        lqr: LqrController,
+        nmpc: Nmpc | None = None,
+        fallback: FallbackMode = FallbackMode.LQR,
+        safe_command: ArrayLike | None = None,
+        deadline_s: float = 0.0,
+    ) -> None:
+        self.model, self.task, self.lqr, self.nmpc = model, task, lqr, nmpc
+        self.fallback = fallback
+        self.safe_command = (
+            model.equilibrium()[1] if safe_command is None else as_vector(safe_command, model.nu, "safe command")
+        )
+        low, high = model.input_bounds
+        if np.any(self.safe_command < low) or np.any(self.safe_command > high):
+            raise ConfigError(f"safe command {self.safe_command.tolist()} is outside the input bounds")
+        if deadline_s < 0:
+            raise ConfigError(f"deadline must be >= 0 s, got {deadline_s}")
+        self.deadline_s = deadline_s
+        self.fallbacks_total = 0
+
+    @property
+    def kind(self) -> str:
+        return "nmpc" if self.nmpc is not None else "lqr"
+
+    def _fallback(self, x: FloatArray | None, t: float, reason: str, report: StepReport) -> StepReport:
+        self.fallbacks_total += 1
+        report.fallback_active, report.fallback_reason = True, reason
+        if self.fallback is FallbackMode.LQR and x is not None:
+            x_ref, u_ref = self.task.reference(t)
+            report.u = self.lqr(x, x_ref[0], u_ref[0])
+        else:
+            report.u = self.safe_command.copy()
+        return report
+
+    def compute(self, x: ArrayLike, t: float, force_fallback: str = "") -> StepReport:
+        """The command for state x at time t (force_fallback: a reason to skip the primary law)."""
+        xv = np.asarray(x, dtype=np.float64).reshape(-1)
+        report = StepReport(u=self.safe_command.copy(), controller=self.kind)
+        if xv.size != self.model.nx or not np.all(np.isfinite(xv)):
+            report.fallback_active, report.fallback_reason = True, "non-finite or wrong-size state"
+            self.fallbacks_total += 1
+            if self.nmpc is not None:
+                self.nmpc.reset()
+            return report  # no usable state: the safe command, never LQR on garbage
+        if force_fallback:
+            return self._fallback(xv, t, force_fallback, report)
+        if self.nmpc is None:
+            x_ref, u_ref = self.task.reference(t)
+            start = time.perf_counter()
+            report.u = self.lqr(xv, x_ref[0], u_ref[0])
+            report.solve_time_s = time.perf_counter() - start
+            return report
+        result = self.nmpc.solve(xv, t)
+        report.solver = self.nmpc.cfg.solver
+        report.solve_time_s, report.iterations = result.solve_time_s, result.iterations
+        report.status, report.cost, report.max_slack = result.status, result.cost, result.max_slack
+        if not result.success:
+            return self._fallback(xv, t, f"solver failed: {result.status}", report)
+        if self.deadline_s > 0 and result.solve_time_s > self.deadline_s:
+            return self._fallback(xv, t, f"deadline missed: {result.solve_time_s * 1e3:.2f} ms", report)
+        report.u = result.u
+        return report
