@@ -19,6 +19,7 @@ from safe_ctrl_ros.ros.params import check_params_files
 
 RCLError = _rclpy.RCLError
 EXIT_CONFIG_ERROR = 2
+SPIN_PERIOD_S = 0.2
 
 
 def run_node(factory: Callable[[], Node], name: str, args: Sequence[str] | None = None) -> int:
@@ -40,16 +41,20 @@ def run_node(factory: Callable[[], Node], name: str, args: Sequence[str] | None 
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         done = getattr(node, "done", None)
-        if done is not None:
-            executor.spin_until_future_complete(done)
-            code = int(done.result() or 0) if done.done() else 0
-        else:
-            executor.spin()
+        # Spin with a bounded wait: a shutdown by signal is noticed within SPIN_PERIOD_S even when
+        # the executor's wake-up is missed (seen with Fast DDS when a peer leaves during SIGTERM).
+        while rclpy.ok() and not (done is not None and done.done()):
+            executor.spin_once(timeout_sec=SPIN_PERIOD_S)
+        if done is not None and done.done():
+            code = int(done.result() or 0)
     except ConfigError as exc:
         print(f"[{name}] configuration error: {exc}", file=sys.stderr, flush=True)
         code = EXIT_CONFIG_ERROR
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:
+        if rclpy.ok():
+            raise  # a real error; during a shutdown by signal a publish may find its context gone
     finally:
         if node is not None:
             node.destroy_node()

@@ -1,0 +1,130 @@
+"""The controller node over DDS: NMPC under constraints, fallback on failure, model updates."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers.ros import REPO, executable, spin_until, start_bringup
+
+rclpy = pytest.importorskip("rclpy")
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+
+from safe_ctrl_ros.control import ResidualSpec  # noqa: E402
+from safe_ctrl_ros.msg import ControllerStatus, ModelUpdate, State  # noqa: E402
+from safe_ctrl_ros.ros.convert import state_msg  # noqa: E402
+from safe_ctrl_ros.ros.qos import LATCHED_QOS, STATE_QOS, STATUS_QOS  # noqa: E402
+
+LAUNCH = REPO / "launch" / "cartpole_nmpc.launch.xml"
+
+
+def run_nmpc_loop(ros_context: object, ns: str, *args: str) -> tuple[int, str, list[list[float]], list[object]]:
+    node = Node(f"probe_{ns}", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    states: list[list[float]] = []
+    statuses: list[object] = []
+    node.create_subscription(State, f"/{ns}/plant/state", lambda m: states.append(list(m.x)), STATE_QOS)
+    node.create_subscription(ControllerStatus, f"/{ns}/controller/status", statuses.append, STATUS_QOS)
+    proc = start_bringup(str(LAUNCH), f"namespace:={ns}", *args)
+    try:
+        spin_until(executor, lambda: proc.poll() is not None, timeout=180.0)
+        spin_until(executor, lambda: False, timeout=0.3)  # drain the last messages
+        output = proc.communicate(timeout=30)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        node.destroy_node()
+    return proc.returncode, output, states, statuses
+
+
+def test_nmpc_keeps_the_pole_constraints_over_dds(ros_context: object, tmp_path: Path) -> None:
+    summary = tmp_path / "s.json"
+    code, output, states, statuses = run_nmpc_loop(
+        ros_context, "nmpc_ok", "duration:=5.0", f"summary_file:={summary}"
+    )
+    assert code == 0, output
+    assert len(states) > 100
+    assert max(abs(x[3]) for x in states) <= 0.2 + 1e-3  # theta_dot kept (LQR reaches 0.53 from 0.15 rad)
+    assert abs(json.loads(summary.read_text())["final_state"]["theta"]) < 0.01
+    assert len(statuses) >= 200
+    assert all(s.controller == "nmpc" and s.solver == "sqp_hpipm" for s in statuses)
+    assert not any(s.fallback_active for s in statuses)
+    assert all(s.solve_time_ms > 0 for s in statuses)
+
+
+def test_solver_failure_falls_back_and_the_loop_keeps_running(ros_context: object, tmp_path: Path) -> None:
+    impossible = tmp_path / "impossible.yaml"
+    impossible.write_text(
+        "constraints:\n  - {name: impossible, kind: bounded, variable: input, lower: 20.0, upper: 30.0}\n"
+    )
+    summary = tmp_path / "s.json"
+    code, output, _states, statuses = run_nmpc_loop(
+        ros_context, "nmpc_fail", "duration:=4.0", f"constraints:={impossible}", f"summary_file:={summary}"
+    )
+    assert code == 0, output
+    result = json.loads(summary.read_text())
+    assert result["steps"] == 200
+    assert abs(result["final_state"]["theta"]) < 0.02  # the LQR fallback balanced it
+    assert statuses
+    assert all(s.fallback_active for s in statuses)
+    assert all(s.fallback_reason.startswith("solver failed") for s in statuses)
+    assert statuses[-1].fallbacks_total >= 150
+    assert "fallback (lqr)" in output
+
+
+def test_model_updates_are_checked_and_swapped_in(ros_context: object) -> None:
+    spec = ResidualSpec(4, 1, hidden=(8,), activation="tanh")
+    ctrl = subprocess.Popen(
+        [*executable("controller"), "--ros-args", "-r", "__ns:=/upd", "-p", "controller:=nmpc",
+         "-p", "residual.enabled:=true", "-p", "residual.hidden:=[8]", "-p", "residual.activation:=tanh",
+         "-p", "nmpc.horizon:=10"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    node = Node("updater", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    statuses: list[ControllerStatus] = []
+    node.create_subscription(ControllerStatus, "/upd/controller/status", statuses.append, STATUS_QOS)
+    state_pub = node.create_publisher(State, "/upd/state", STATE_QOS)
+    model_pub = node.create_publisher(ModelUpdate, "/upd/adapter/model", LATCHED_QOS)
+    k = 0
+
+    def send_state() -> None:
+        nonlocal k
+        k += 1
+        state_pub.publish(state_msg(np.array([0.0, 0.0, 0.05, 0.0]), k * 20_000_000))
+
+    try:
+        assert spin_until(executor, lambda: state_pub.get_subscription_count() > 0, 30.0)
+        node.create_timer(0.02, send_state)
+        assert spin_until(executor, lambda: len(statuses) > 3, 30.0)
+        assert statuses[-1].model_version == 0
+        bad = ModelUpdate(version=3, activation="tanh", layer_sizes=[5, 9, 4],
+                          weights=[0] * spec.num_params, scales=[1.0] * 4)
+        model_pub.publish(bad)
+        spin_until(executor, lambda: False, 1.0)
+        assert statuses[-1].model_version == 0
+        weights = np.zeros(spec.num_params, dtype=np.int16)
+        weights[-3] = 100  # bias of z_dot... any small change
+        good = ModelUpdate(version=7, activation="tanh", layer_sizes=[5, 8, 4], weights=weights.tolist(),
+                           scales=[1e-4] * 4, validation_loss=0.5)
+        model_pub.publish(good)
+        assert spin_until(executor, lambda: statuses[-1].model_version == 7, 20.0)
+        assert not statuses[-1].fallback_active
+    finally:
+        node.destroy_node()
+        ctrl.terminate()
+        try:
+            output = ctrl.communicate(timeout=20)[0]
+        except subprocess.TimeoutExpired:
+            ctrl.kill()
+            output = ctrl.communicate()[0]
+            raise AssertionError(f"the controller did not stop on SIGTERM:\n{output}") from None
+    assert "model update v3 rejected: layer sizes [5, 9, 4] do not match the controller's [5, 8, 4]" in output
+    assert "model v7 in use" in output
