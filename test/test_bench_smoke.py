@@ -29,3 +29,20 @@ def test_plant_speed_writes_its_records(tmp_path: Path) -> None:
         assert r["steps_per_s"] > 0
         assert r["realtime_factor"] > 0
     assert "x real time" in done.stdout
+
+
+def test_mpc_solve_writes_its_records(tmp_path: Path) -> None:
+    out = tmp_path / "mpc_solve.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "mpc_solve.py"), "--steps-scale", "0.02", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, check=False, cwd=REPO,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    records = json.loads(out.read_text())
+    solvers = {r["solver"] for r in records}
+    assert solvers == {"sqp_hpipm", "sqp_qrqp", "fatrop", "ipopt", "plain_opti_ipopt"}
+    assert {r["system"] for r in records} == {"quadrotor_2d", "cartpole"}
+    for r in records:
+        assert r["horizon"] == 20
+        assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+        assert r["rmse"] >= 0

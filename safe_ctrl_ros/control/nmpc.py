@@ -233,7 +233,7 @@ class Nmpc:
                 opts["qpsol_options"] = {
                     "N": n, "nx": [nx] * (n + 1), "nu": [self.nv] * n + [0],
                     "ng": [ng0] + [self.ns + nh] * (n - 1) + [0],
-                    "error_on_fail": False, "hpipm": {"iter_max": 100, "warm_start": 0},
+                    "error_on_fail": False, "hpipm": {"iter_max": 100, "warm_start": 0, "mode": "speed"},
                 }
             else:
                 opts["qpsol"] = "qrqp"
