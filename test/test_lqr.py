@@ -80,3 +80,12 @@ def test_bad_weights_and_options_are_named() -> None:
         lqr_gain(model, 1.0, 0.1, 0.02, "tustin")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="dt"):
         lqr_gain(model, 1.0, 0.1, 0.0)
+
+
+@pytest.mark.parametrize("x0", [[0.3, 0.0, 1.2, 0.0, 0.2, 0.0], [-0.5, 0.3, 0.8, -0.2, -0.3, 0.5]])
+def test_lqr_stabilizes_the_2d_quadrotor_at_hover(x0: list[float]) -> None:
+    model = systems.make("quadrotor_2d")
+    goal = [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+    ctrl = LqrController(model, [5, 0.1, 5, 0.1, 0.1, 0.1], 0.1, 0.02, x_goal=goal)
+    x = _simulate(ctrl, x0, 500)
+    np.testing.assert_allclose(x, goal, atol=1e-3)
