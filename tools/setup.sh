@@ -17,7 +17,8 @@ else
   flavour="wheels"
   reqs=(requirements/python.txt requirements/ros-wheels.txt)
 fi
-want="$flavour $(cat "${reqs[@]}" requirements/constraints.txt setup.py setup.cfg | sha256sum | cut -d' ' -f1)"
+# The node list is part of the key: each node module is a console script of the editable install.
+want="$flavour $( (cat "${reqs[@]}" requirements/constraints.txt setup.py setup.cfg; ls safe_ctrl_ros/nodes) | sha256sum | cut -d' ' -f1)"
 stamp="$venv/.safe-ctrl-deps"
 
 if [ ! -x "$venv/bin/python" ]; then
@@ -38,7 +39,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "$venv/bin/python" tools/fix_wheel_cmake.py "$venv"
   fi
   # The package itself, editable: console scripts (safe-ctrl-*) in .venv/bin, sources from here.
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+  mkdir -p "$root/log"
+  if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . \
+      >"$root/log/setup-pip-editable.log" 2>&1; then
+    cat "$root/log/setup-pip-editable.log" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi
 

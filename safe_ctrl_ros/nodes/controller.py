@@ -1,5 +1,7 @@
 """Controller node: answers each state on `state` with a command on `cmd` (same stamp).
 
+While the constraint monitor's `safety/request` (latched) asks for it, every step uses the fallback.
+
 `controller` selects the primary law (lqr | nmpc). The NMPC may carry a learned residual whose
 weights arrive on `adapter/model` and are swapped in between two solves; updates whose shapes do not
 match are rejected with a logged reason. On an unusable state, a solver failure, a non-finite
@@ -18,7 +20,7 @@ from safe_ctrl_ros.control import LqrController, Nmpc, NmpcConfig, ResidualSpec
 from safe_ctrl_ros.control.residual import dequantize
 from safe_ctrl_ros.control.supervisor import FallbackMode, StepReport, SupervisedController
 from safe_ctrl_ros.errors import ConfigError
-from safe_ctrl_ros.msg import Command, ControllerStatus, ModelUpdate, State
+from safe_ctrl_ros.msg import Command, ControllerStatus, ModelUpdate, SafetyRequest, State
 from safe_ctrl_ros.ros.convert import command_msg, stamp_to_ns, vector_of
 from safe_ctrl_ros.ros.node_main import run_node
 from safe_ctrl_ros.ros.params import declare, float_list, reject_unknown_overrides
@@ -98,12 +100,22 @@ class ControllerNode(Node):
         self.model_sub = self.create_subscription(
             ModelUpdate, "adapter/model", self._on_model, LATCHED_QOS, callback_group=group
         )
+        self.safety_reason = ""
+        self.safety_sub = self.create_subscription(
+            SafetyRequest, "safety/request", self._on_safety, LATCHED_QOS, callback_group=group
+        )
         self._last: tuple[int, Command] | None = None
         detail = f"K={np.array2string(lqr.K, precision=3)}" if nmpc is None else (
             f"N={n_cfg.horizon}, solver={n_cfg.solver}, {len(constraints.constraints)} constraint(s), "
             f"residual={'on' if self.residual else 'off'}"
         )
         self.get_logger().info(f"{kind} on {model.name} ({self.task.kind}): {detail}")
+
+    def _on_safety(self, msg: SafetyRequest) -> None:
+        self.safety_reason = f"safety request: {msg.reason}" if msg.fallback else ""
+        self.get_logger().info(
+            f"safety request {'active' if msg.fallback else 'cleared'}: {msg.reason or '-'}"
+        )
 
     def _on_model(self, msg: ModelUpdate) -> None:
         if self.law.nmpc is None or self.residual is None:
@@ -124,7 +136,7 @@ class ControllerNode(Node):
             # The plant re-sent a state we already answered: answer with the same command.
             self.cmd_pub.publish(self._last[1])
             return
-        report = self.law.compute(vector_of(msg.x), stamp * 1e-9)
+        report = self.law.compute(vector_of(msg.x), stamp * 1e-9, force_fallback=self.safety_reason)
         cmd = command_msg(report.u, stamp, msg.header.frame_id)
         self.cmd_pub.publish(cmd)
         self._last = (stamp, cmd)

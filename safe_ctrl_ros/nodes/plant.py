@@ -65,6 +65,9 @@ class PlantNode(Node):
             declare(self, "startup_timeout", 30.0, "wall s to wait for the graph before giving up; 0 waits forever")
         )
         self.summary_file = str(declare(self, "summary_file", "", "write the episode summary as JSON here"))
+        self.wrench_lockstep = bool(
+            declare(self, "wrench_lockstep", False, "lockstep: also wait for a wrench stamped t_k (from an injector)")
+        )
         reject_unknown_overrides(self)
         if self.mode not in MODES:
             raise ConfigError(f"parameter 'mode': expected one of {MODES}, got '{self.mode}'")
@@ -86,8 +89,10 @@ class PlantNode(Node):
         self.clock_pub = self.create_publisher(Clock, "/clock", CLOCK_QOS)
         self.state_pub = self.create_publisher(State, "plant/state", STATE_QOS)
         self.ref_pub = self.create_publisher(Reference, "plant/reference", COMMAND_QOS)
-        self.cmd_sub = self.create_subscription(Command, "plant/cmd", self._on_command, COMMAND_QOS)
         self.wrench_sub = self.create_subscription(WrenchStamped, "plant/wrench", self._on_wrench, COMMAND_QOS)
+        self.cmd_sub = self.create_subscription(Command, "plant/cmd", self._on_command, COMMAND_QOS)
+        self._pending_u: FloatArray | None = None
+        self._wrench_stamp: int | None = None
         self.reset_srv = self.create_service(Trigger, "~/reset", self._on_reset)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.started = False
@@ -136,6 +141,7 @@ class PlantNode(Node):
             self.sim.stats.resends += 1
             self._publish(first=False)
         elif action is TickAction.TIMEOUT:
+            self._pending_u = None
             self.sim.stats.missed_deadlines += 1
             self.get_logger().warn(
                 f"no command for t={self.sim.t:.3f} s within {self.gate.command_timeout} s: holding the last command"
@@ -154,8 +160,18 @@ class PlantNode(Node):
             self._latest_cmd = u
             return
         if self.started and not self.done.done() and self.gate.accepts(stamp_to_ns(msg.header.stamp)):
-            self.gate.answered()
-            self._advance(u)
+            self._pending_u = u
+            self._try_advance()
+
+    def _try_advance(self) -> None:
+        """Lockstep: advance once the command (and, with wrench_lockstep, the wrench) for t_k are in."""
+        if self._pending_u is None:
+            return
+        if self.wrench_lockstep and self._wrench_stamp != self.sim.t_ns:
+            return
+        u, self._pending_u = self._pending_u, None
+        self.gate.answered()
+        self._advance(u)
 
     # --- disturbances and episode control ----------------------------------------------------------
     def _on_wrench(self, msg: WrenchStamped) -> None:
@@ -172,6 +188,9 @@ class PlantNode(Node):
             )
             self.ignored_wrench_axes |= ignored
         self.sim.wrench = np.where([a in supported for a in WRENCH_AXES], w, 0.0)
+        self._wrench_stamp = stamp_to_ns(msg.header.stamp)
+        if self.mode == "lockstep":
+            self._try_advance()
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         overrides = dict(self.sim.model.params)

@@ -1,0 +1,148 @@
+"""Constraint monitor node: evaluates the constraints on every state, reports, and reacts.
+
+Subscribes `state` and `cmd` (launch files remap them to the plant's true `plant/state` and applied
+`plant/cmd`, so safety is measured on what really happened). Publishes `~/status`
+(ConstraintStatus, one per state), `/diagnostics` (OK / WARN almost active / ERROR violated or
+non-finite / STALE) and `safety/request` (latched; fallback + freeze while violated or stale).
+"""
+
+from __future__ import annotations
+
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from std_srvs.srv import Trigger
+
+from safe_ctrl_ros.msg import Command, ConstraintStatus, SafetyRequest, State
+from safe_ctrl_ros.ros.convert import ns_to_stamp, stamp_to_ns, vector_of
+from safe_ctrl_ros.ros.node_main import run_node
+from safe_ctrl_ros.ros.params import declare, reject_unknown_overrides
+from safe_ctrl_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS, STATUS_QOS
+from safe_ctrl_ros.ros.system_params import declare_model
+from safe_ctrl_ros.safety import ConstraintSet, load_constraints
+from safe_ctrl_ros.safety.monitor import ConstraintMonitor, Level, MonitorStep
+
+
+class ConstraintMonitorNode(Node):
+    def __init__(self, **node_kwargs: object) -> None:
+        super().__init__("constraint_monitor", **node_kwargs)  # type: ignore[arg-type]
+        model = declare_model(self)
+        path = str(declare(self, "constraints_file", "", "constraints YAML (shared with the controller)"))
+        self.stale_timeout = float(declare(self, "stale_timeout", 1.0, "wall s without a state before STALE"))
+        self.react = bool(declare(self, "reaction.enabled", True, "publish safety requests"))
+        clear_after = int(declare(self, "reaction.clear_after", 10, "steps without violation before clearing"))
+        period = float(declare(self, "diagnostics_period", 1.0, "wall s between diagnostics"))
+        reject_unknown_overrides(self)
+        constraints = load_constraints(path, model.nx, model.nu) if path else ConstraintSet([])
+        self.core = ConstraintMonitor(constraints, model.nx, model.equilibrium()[1], clear_after)
+        self.status_pub = self.create_publisher(ConstraintStatus, "~/status", STATUS_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", STATUS_QOS)
+        self.request_pub = self.create_publisher(SafetyRequest, "safety/request", LATCHED_QOS)
+        self.create_subscription(State, "state", self._on_state, STATE_QOS)
+        self.create_subscription(Command, "cmd", lambda m: self.core.command(vector_of(m.u)), COMMAND_QOS)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.last_state_wall = time.monotonic()
+        self.last_step: MonitorStep | None = None
+        self.level, self.message = Level.OK, "waiting for the first state"
+        self._published_request: tuple[bool, str] | None = None
+        self._last_stamp_ns = 0
+        self.create_timer(period, self._publish_diagnostics)
+        self.create_timer(min(0.1, self.stale_timeout / 2), self._check_stale)
+        self._publish_request()
+        self.get_logger().info(
+            f"{len(constraints.constraints)} constraint(s), {len(constraints.row_names)} row(s) from '{path or '-'}'"
+        )
+
+    def _on_state(self, msg: State) -> None:
+        stamp = stamp_to_ns(msg.header.stamp)
+        step = self.core.state(stamp, vector_of(msg.x))
+        if step is None:
+            return  # a re-sent or out-of-order state
+        self.last_state_wall = time.monotonic()
+        self._last_stamp_ns = stamp
+        st = self.core.stats
+        status = ConstraintStatus(
+            names=self.core.constraints.row_names,
+            values=step.evaluation.values.tolist(),
+            margins=step.evaluation.margins.tolist(),
+            violated=[bool(v) for v in step.evaluation.violated],
+            almost_active=[bool(v) for v in step.evaluation.almost_active],
+            level=int(step.level),
+            message=step.message,
+            steps=st.steps,
+            violation_steps=st.violation_steps,
+            failed=st.failed,
+            worst_margin=st.worst_margin if st.worst_margin != float("inf") else 0.0,
+            first_violation_time=-1.0 if st.first_violation_time is None else st.first_violation_time,
+        )
+        status.header = msg.header
+        self.status_pub.publish(status)
+        changed = step.level != self.level
+        self.level, self.message = step.level, step.message
+        if changed:
+            self._publish_diagnostics()
+            if step.level == Level.ERROR:
+                self.get_logger().warn(f"t={step.t:.3f} s: {step.message}", throttle_duration_sec=1.0)
+        self._publish_request()
+
+    def _check_stale(self) -> None:
+        silent = time.monotonic() - self.last_state_wall
+        if silent > self.stale_timeout and self.level != Level.STALE:
+            self.core.stale(silent)
+            self.level, self.message = Level.STALE, f"no state for {silent:.2f} s"
+            self.get_logger().error(f"state stream stale: {self.message}")
+            self._publish_diagnostics()
+            self._publish_request()
+
+    def _publish_request(self) -> None:
+        req = self.core.request
+        key = (req.active and self.react, req.reason)
+        if key == self._published_request:
+            return
+        self._published_request = key
+        msg = SafetyRequest(fallback=key[0], freeze_adapter=key[0], reason=req.reason if self.react else "")
+        msg.header.stamp = ns_to_stamp(self._last_stamp_ns)
+        self.request_pub.publish(msg)
+        if key[0]:
+            self.get_logger().warn(f"safety request: fallback + freeze ({req.reason})")
+        elif req.reason:
+            self.get_logger().info(f"safety request cleared ({req.reason})")
+
+    def _publish_diagnostics(self) -> None:
+        st = self.core.stats
+        status = DiagnosticStatus(
+            level=bytes([int(self.level)]),
+            name=f"{self.get_namespace().rstrip('/')}/{self.get_name()}: constraints",
+            message=self.message,
+            hardware_id=self.get_fully_qualified_name(),
+            values=[
+                KeyValue(key="steps", value=str(st.steps)),
+                KeyValue(key="violation_steps", value=str(st.violation_steps)),
+                KeyValue(key="failed", value=str(st.failed)),
+                KeyValue(key="worst_margin", value=f"{st.worst_margin:.6g}"),
+                KeyValue(key="first_violation_time",
+                         value="none" if st.first_violation_time is None else f"{st.first_violation_time:.3f}"),
+            ],
+        )
+        arr = DiagnosticArray(status=[status])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(arr)
+
+    def _on_reset(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        self.core.reset()
+        self.level, self.message = Level.OK, "episode statistics reset"
+        self._publish_request()
+        resp.success, resp.message = True, "episode statistics reset"
+        return resp
+
+
+NODE_CLASS = ConstraintMonitorNode
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(ConstraintMonitorNode, "constraint_monitor", args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
