@@ -59,6 +59,9 @@ class NmpcConfig:
     rk4_substeps: int = 1
     slack_l1: float = 1000.0
     slack_l2: float = 1000.0
+    # Soft constraints are imposed as g <= -backoff: the solver's precision (1e-8 and more) then
+    # never shows up as a violation in the monitor, which counts g > 0.
+    constraint_backoff: float = 1e-4
     solver_options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -72,6 +75,8 @@ class NmpcConfig:
             raise ConfigError("nmpc sqp_iterations and rk4_substeps must be >= 1")
         if self.slack_l1 < 0 or self.slack_l2 < 0:
             raise ConfigError("nmpc slack penalties must be >= 0")
+        if not (np.isfinite(self.constraint_backoff) and self.constraint_backoff >= 0):
+            raise ConfigError("nmpc constraint_backoff must be >= 0")
 
 
 @dataclass
@@ -191,7 +196,7 @@ class Nmpc:
                 ubg += [0.0] * nx
                 kinds += ["init"] * nx
             if ns:
-                path.append(soft_fn(X[k], u) - s)
+                path.append(soft_fn(X[k], u) + cfg.constraint_backoff - s)
                 lbg += [-np.inf] * ns
                 ubg += [0.0] * ns
                 kinds += ["soft"] * ns

@@ -47,6 +47,7 @@ class ConstraintMonitorNode(Node):
         self.level, self.message = Level.OK, "waiting for the first state"
         self._published_request: tuple[bool, str] | None = None
         self._last_stamp_ns = 0
+        self._last_status: ConstraintStatus | None = None
         self.create_timer(period, self._publish_diagnostics)
         self.create_timer(min(0.1, self.stale_timeout / 2), self._check_stale)
         self._publish_request()
@@ -58,7 +59,9 @@ class ConstraintMonitorNode(Node):
         stamp = stamp_to_ns(msg.header.stamp)
         step = self.core.state(stamp, vector_of(msg.x))
         if step is None:
-            return  # a re-sent or out-of-order state
+            if self._last_status is not None and stamp == self._last_stamp_ns:
+                self.status_pub.publish(self._last_status)  # a re-sent state: repeat the verdict
+            return  # (an out-of-order state is ignored)
         self.last_state_wall = time.monotonic()
         self._last_stamp_ns = stamp
         st = self.core.stats
@@ -75,15 +78,18 @@ class ConstraintMonitorNode(Node):
             failed=st.failed,
             worst_margin=st.worst_margin if st.worst_margin != float("inf") else 0.0,
             first_violation_time=-1.0 if st.first_violation_time is None else st.first_violation_time,
+            safety_request=self.core.request.active and self.react,
+            safety_reason=self.core.request.reason if self.react else "",
         )
         status.header = msg.header
         self.status_pub.publish(status)
+        self._last_status = status
         changed = step.level != self.level
         self.level, self.message = step.level, step.message
         if changed:
             self._publish_diagnostics()
             if step.level == Level.ERROR:
-                self.get_logger().warn(f"t={step.t:.3f} s: {step.message}", throttle_duration_sec=1.0)
+                self.get_logger().warning(f"t={step.t:.3f} s: {step.message}", throttle_duration_sec=1.0)
         self._publish_request()
 
     def _check_stale(self) -> None:
@@ -105,7 +111,7 @@ class ConstraintMonitorNode(Node):
         msg.header.stamp = ns_to_stamp(self._last_stamp_ns)
         self.request_pub.publish(msg)
         if key[0]:
-            self.get_logger().warn(f"safety request: fallback + freeze ({req.reason})")
+            self.get_logger().warning(f"safety request: fallback + freeze ({req.reason})")
         elif req.reason:
             self.get_logger().info(f"safety request cleared ({req.reason})")
 

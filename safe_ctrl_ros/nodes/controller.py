@@ -12,6 +12,8 @@ plant's, so a model mismatch is a parameter change.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
@@ -20,7 +22,7 @@ from safe_ctrl_ros.control import LqrController, Nmpc, NmpcConfig, ResidualSpec
 from safe_ctrl_ros.control.residual import dequantize
 from safe_ctrl_ros.control.supervisor import FallbackMode, StepReport, SupervisedController
 from safe_ctrl_ros.errors import ConfigError
-from safe_ctrl_ros.msg import Command, ControllerStatus, ModelUpdate, SafetyRequest, State
+from safe_ctrl_ros.msg import Command, ConstraintStatus, ControllerStatus, ModelUpdate, SafetyRequest, State
 from safe_ctrl_ros.ros.convert import command_msg, stamp_to_ns, vector_of
 from safe_ctrl_ros.ros.node_main import run_node
 from safe_ctrl_ros.ros.params import declare, float_list, reject_unknown_overrides
@@ -67,6 +69,11 @@ class ControllerNode(Node):
         activation = str(declare(self, "residual.activation", "relu", "relu | tanh"))
         in_gain = float_list(declare(self, "residual.in_gain", [], "input gains (nx+nu); empty = 1"), "in_gain")
         out_gain = float_list(declare(self, "residual.out_gain", [], "output gains (nx); empty = 1"), "out_gain")
+        self.sync = bool(
+            declare(self, "safety.sync_with_monitor", False,
+                    "lockstep: answer a state only after the monitor's status for it (deterministic reactions)")
+        )
+        self.sync_timeout = float(declare(self, "safety.sync_timeout", 0.5, "wall s to wait for the monitor"))
         fallback = str(declare(self, "fallback.mode", "lqr", "lqr | command"))
         safe_cmd = float_list(declare(self, "fallback.command", [], "safe command; empty = equilibrium input"), "cmd")
         reject_unknown_overrides(self)
@@ -105,6 +112,14 @@ class ControllerNode(Node):
             SafetyRequest, "safety/request", self._on_safety, LATCHED_QOS, callback_group=group
         )
         self._last: tuple[int, Command] | None = None
+        self._monitor_stamp = -1
+        self._pending: tuple[State, float] | None = None
+        self.sync_timeouts = 0
+        if self.sync:
+            self.create_subscription(
+                ConstraintStatus, "constraint_monitor/status", self._on_monitor, STATUS_QOS, callback_group=group
+            )
+            self.create_timer(0.02, self._check_sync, callback_group=group)
         detail = f"K={np.array2string(lqr.K, precision=3)}" if nmpc is None else (
             f"N={n_cfg.horizon}, solver={n_cfg.solver}, {len(constraints.constraints)} constraint(s), "
             f"residual={'on' if self.residual else 'off'}"
@@ -112,6 +127,8 @@ class ControllerNode(Node):
         self.get_logger().info(f"{kind} on {model.name} ({self.task.kind}): {detail}")
 
     def _on_safety(self, msg: SafetyRequest) -> None:
+        if self.sync:
+            return  # the monitor's status stream, in step with the states, decides instead
         self.safety_reason = f"safety request: {msg.reason}" if msg.fallback else ""
         self.get_logger().info(
             f"safety request {'active' if msg.fallback else 'cleared'}: {msg.reason or '-'}"
@@ -119,7 +136,7 @@ class ControllerNode(Node):
 
     def _on_model(self, msg: ModelUpdate) -> None:
         if self.law.nmpc is None or self.residual is None:
-            self.get_logger().warn(f"model update v{msg.version} rejected: this controller has no residual model")
+            self.get_logger().warning(f"model update v{msg.version} rejected: this controller has no residual model")
             return
         try:
             theta = dequantize(self.residual, msg.layer_sizes, msg.activation, msg.weights, msg.scales)
@@ -130,19 +147,44 @@ class ControllerNode(Node):
         self.model_version = int(msg.version)
         self.get_logger().info(f"model v{msg.version} in use (validation loss {msg.validation_loss:.4g})")
 
+    def _on_monitor(self, msg: ConstraintStatus) -> None:
+        self._monitor_stamp = max(self._monitor_stamp, stamp_to_ns(msg.header.stamp))
+        self.safety_reason = f"safety request: {msg.safety_reason}" if msg.safety_request else ""
+        if self._pending is not None and stamp_to_ns(self._pending[0].header.stamp) <= self._monitor_stamp:
+            state, self._pending = self._pending[0], None
+            self._answer(state)
+
+    def _check_sync(self) -> None:
+        if self._pending is not None and time.monotonic() - self._pending[1] > self.sync_timeout:
+            state, self._pending = self._pending[0], None
+            self.sync_timeouts += 1
+            self.get_logger().warning(
+                f"no monitor status for t={stamp_to_ns(state.header.stamp) * 1e-9:.3f} s within "
+                f"{self.sync_timeout} s: answering without it ({self.sync_timeouts} so far)",
+                throttle_duration_sec=1.0,
+            )
+            self._answer(state)
+
     def _on_state(self, msg: State) -> None:
         stamp = stamp_to_ns(msg.header.stamp)
         if self._last is not None and self._last[0] == stamp:
             # The plant re-sent a state we already answered: answer with the same command.
             self.cmd_pub.publish(self._last[1])
             return
+        if self.sync and stamp > self._monitor_stamp:
+            self._pending = (msg, time.monotonic())  # answered when the monitor has judged it
+            return
+        self._answer(msg)
+
+    def _answer(self, msg: State) -> None:
+        stamp = stamp_to_ns(msg.header.stamp)
         report = self.law.compute(vector_of(msg.x), stamp * 1e-9, force_fallback=self.safety_reason)
         cmd = command_msg(report.u, stamp, msg.header.frame_id)
         self.cmd_pub.publish(cmd)
         self._last = (stamp, cmd)
         self._publish_status(msg, report)
         if report.fallback_active:
-            self.get_logger().warn(
+            self.get_logger().warning(
                 f"t={stamp * 1e-9:.3f} s: fallback ({self.law.fallback.value}): {report.fallback_reason}",
                 throttle_duration_sec=1.0,
             )

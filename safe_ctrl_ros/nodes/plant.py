@@ -143,7 +143,7 @@ class PlantNode(Node):
         elif action is TickAction.TIMEOUT:
             self._pending_u = None
             self.sim.stats.missed_deadlines += 1
-            self.get_logger().warn(
+            self.get_logger().warning(
                 f"no command for t={self.sim.t:.3f} s within {self.gate.command_timeout} s: holding the last command"
             )
             self._advance(None)
@@ -183,7 +183,7 @@ class PlantNode(Node):
         supported = self.sim.model.wrench_axes
         ignored = {a for a, v in zip(WRENCH_AXES, w, strict=True) if v != 0.0 and a not in supported}
         if ignored - self.ignored_wrench_axes:
-            self.get_logger().warn(
+            self.get_logger().warning(
                 f"{self.sim.model.name} models only wrench axes {supported}; ignoring {sorted(ignored)}"
             )
             self.ignored_wrench_axes |= ignored
