@@ -113,7 +113,7 @@ def test_duplicate_names_and_files(tmp_path: Path) -> None:
         scenario({"name": "a", "target": "action", "kind": "step"}, {"name": "a", "target": "action", "kind": "step"})
     bad = tmp_path / "s.yaml"
     bad.write_text("seed: 1\ndisturbances: [\n")
-    with pytest.raises(ConfigError, match="s.yaml' is not valid YAML"):
+    with pytest.raises(ConfigError, match=r"s\.yaml' is not valid YAML"):
         load_scenario(bad, 4, 1, DT)
     with pytest.raises(ConfigError, match="does not exist"):
         load_scenario(tmp_path / "none.yaml", 4, 1, DT)

@@ -61,6 +61,9 @@ class PlantNode(Node):
             declare(self, "stop_on_out_of_bounds", True, "end the episode when the state leaves its bounds")
         )
         self.wait_for = int(declare(self, "wait_for_subscribers", 1, "state subscribers to wait for before starting"))
+        self.autostart = bool(
+            declare(self, "autostart", True, "start when the graph is ready; false: wait for a call of ~/start")
+        )
         self.startup_timeout = float(
             declare(self, "startup_timeout", 30.0, "wall s to wait for the graph before giving up; 0 waits forever")
         )
@@ -94,6 +97,8 @@ class PlantNode(Node):
         self._pending_u: FloatArray | None = None
         self._wrench_stamp: int | None = None
         self.reset_srv = self.create_service(Trigger, "~/reset", self._on_reset)
+        self.start_srv = self.create_service(Trigger, "~/start", self._on_start)
+        self.start_requested = False
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.started = False
         self.created_at = time.monotonic()
@@ -112,7 +117,15 @@ class PlantNode(Node):
         return draw
 
     # --- lockstep ---------------------------------------------------------------------------
+    def _on_start(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        self.start_requested = True
+        resp.success = not self.started
+        resp.message = "already running" if self.started else "starting when the graph is ready"
+        return resp
+
     def _ready(self) -> bool:
+        if not (self.autostart or self.start_requested):
+            return False
         if self.state_pub.get_subscription_count() < self.wait_for:
             return False
         return self.mode == "realtime" or self.cmd_sub.get_publisher_count() >= 1
@@ -126,7 +139,9 @@ class PlantNode(Node):
                 self.started = True
                 self.wall_start = now
                 self._publish(first=True)
-            elif self.startup_timeout > 0 and now - self.created_at > self.startup_timeout:
+            elif (self.autostart or self.start_requested) and self.startup_timeout > 0 and (
+                now - self.created_at > self.startup_timeout
+            ):
                 self._finish(
                     f"no controller after {self.startup_timeout} s: plant/state has "
                     f"{self.state_pub.get_subscription_count()} of {self.wait_for} subscriber(s), plant/cmd "

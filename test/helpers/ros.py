@@ -49,3 +49,23 @@ def start_bringup(*args: str) -> subprocess.Popen[str]:
         text=True,
         cwd=REPO,
     )
+
+
+def start_when_matched(
+    node: object, executor: object, ns: str, subscriptions: list[object], timeout: float = 60.0
+) -> None:
+    """Wait until every subscription has matched a publisher, then start the plant's episode.
+
+    DDS endpoint discovery among several processes can take seconds; a test that must see every
+    message of a run (launched with autostart:=false) starts the episode only once it listens.
+    """
+    from std_srvs.srv import Trigger
+
+    ok = spin_until(
+        executor, lambda: all(s.get_publisher_count() > 0 for s in subscriptions), timeout  # type: ignore[attr-defined]
+    )
+    assert ok, f"not all of {[s.topic_name for s in subscriptions]} matched a publisher"  # type: ignore[attr-defined]
+    client = node.create_client(Trigger, f"/{ns}/plant/start")  # type: ignore[attr-defined]
+    assert spin_until(executor, client.service_is_ready, timeout), "the plant's ~/start service is not up"
+    future = client.call_async(Trigger.Request())
+    assert spin_until(executor, future.done, timeout)
