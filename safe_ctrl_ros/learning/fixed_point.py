@@ -133,7 +133,8 @@ class QuantizedMLP:
 
     def theta(self) -> FloatArray:
         """The dequantized weights as the flat vector the NMPC's residual takes."""
-        return np.concatenate([t.reshape(-1).astype(np.float64) * s for t, s in zip(self.tensors(), self.scales(), strict=True)])
+        parts = [t.reshape(-1).astype(np.float64) * s for t, s in zip(self.tensors(), self.scales(), strict=True)]
+        return np.concatenate(parts)
 
     def float_layers(self) -> list[tuple[FloatArray, FloatArray]]:
         return [(w.astype(np.float64) * ws, b.astype(np.float64) * bs)

@@ -1,0 +1,40 @@
+"""Learning data: transitions (x_k, u_k, x_k+1) -> targets x_k+1 - F_nominal(x_k, u_k), and the loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from safe_ctrl_ros.systems.base import FloatArray, SymbolicModel
+
+
+@dataclass
+class Batch:
+    x: FloatArray  # (n, nx)
+    u: FloatArray  # (n, nu)
+    target: FloatArray  # (n, nx): x_next - F_nominal(x, u)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def take(self, idx: ArrayLike) -> Batch:
+        i = np.asarray(idx)
+        return Batch(self.x[i], self.u[i], self.target[i])
+
+
+def residual_targets(
+    model: SymbolicModel, x: ArrayLike, u: ArrayLike, x_next: ArrayLike, dt: float, substeps: int = 1
+) -> Batch:
+    """What the nominal one-step prediction (the NMPC's own RK4) misses, per transition."""
+    xs, us, xn = (np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in (x, u, x_next))
+    step = model.rk4_function(dt, substeps)
+    w0 = np.zeros(6)
+    pred = np.array([np.asarray(step(xi, ui, w0)).reshape(-1) for xi, ui in zip(xs, us, strict=True)])
+    return Batch(xs, us, xn - pred)
+
+
+def normalized_mse(pred: FloatArray, target: FloatArray, scale: FloatArray) -> float:
+    """Mean over samples and states of ((pred - target) / scale)^2: every state counts alike."""
+    return float(np.mean(np.square((pred - target) / scale)))

@@ -1,0 +1,152 @@
+"""The 16w8a residual MLP and its trainers: integer inference, QZO-FF mechanics, baselines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from safe_ctrl_ros.control import ResidualSpec
+from safe_ctrl_ros.control.residual import dequantize
+from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.learning import (
+    Backprop,
+    Batch,
+    ForwardGradientConfig,
+    Fp32ForwardGradient,
+    QuantizedMLP,
+    QzoFfTrainer,
+    normalized_mse,
+)
+from safe_ctrl_ros.learning.fixed_point import W_LIMIT, quantize_multiplier
+
+SPEC = ResidualSpec(4, 1, hidden=(16, 16), activation="relu")
+
+
+def problem(seed: int = 0, n: int = 400) -> tuple[Batch, QuantizedMLP, np.ndarray]:
+    """A smooth target the MLP can learn: y = A tanh(B [x; u])."""
+    rng = np.random.default_rng(seed)
+    x, u = rng.normal(size=(n, 4)), rng.normal(size=(n, 1))
+    a, b = rng.normal(size=(4, 3)) * 0.5, rng.normal(size=(3, 5))
+    target = np.tanh(np.hstack([x, u]) @ b.T) @ a.T
+    theta = np.random.default_rng(seed + 1).normal(0, 0.2, SPEC.num_params)
+    q = QuantizedMLP.from_float(SPEC, SPEC.unpack(theta), np.hstack([x, u]))
+    return Batch(x, u, target), q, target.std(axis=0)
+
+
+def test_integer_forward_matches_float_within_the_documented_bound() -> None:
+    data, q, _ = problem()
+    fi, ff = q.forward_int(data.x, data.u), q.forward_float(data.x, data.u)
+    gap, bound = np.abs(fi - ff), q.error_bound(data.x, data.u)
+    assert np.all(gap <= bound)
+    assert gap.max() > 0  # really integer arithmetic
+    assert np.mean(gap) < 0.02 * np.std(ff)  # and close in practice
+
+
+def test_weights_are_int16_and_activations_int8_scaled() -> None:
+    _, q, _ = problem()
+    assert all(t.dtype == np.int16 for t in q.tensors())
+    assert all(np.abs(t).max() <= W_LIMIT for t in q.tensors())
+    assert len(q.a_scale) == len(q.w)
+
+
+def test_requantization_multiplier() -> None:
+    for m in (1e-6, 0.0123, 0.5, 0.999, 3.7):
+        m0, shift = quantize_multiplier(m)
+        assert 2**30 <= m0 < 2**31
+        assert m0 / 2**shift == pytest.approx(m, rel=1e-9)
+    with pytest.raises(ConfigError):
+        quantize_multiplier(0.0)
+
+
+def test_model_update_round_trip_gives_the_controllers_weights() -> None:
+    _, q, _ = problem()
+    again = QuantizedMLP.from_update(SPEC, q.int_weights(), q.scales(), q.a_scale)
+    np.testing.assert_array_equal(again.int_weights(), q.int_weights())
+    theta = dequantize(SPEC, SPEC.layer_sizes, "relu", q.int_weights(), q.scales())
+    np.testing.assert_array_equal(theta, q.theta())
+
+
+def test_perturbation_is_undone_exactly() -> None:
+    _, q, scale = problem()
+    before = q.int_weights().copy()
+    tr = QzoFfTrainer(q, scale, ForwardGradientConfig(eps=200, sparsity=0.3))
+    tr._perturb((0, 5, 1), +200)
+    assert not np.array_equal(q.int_weights(), before)
+    tr._perturb((0, 5, 1), -400)
+    tr._perturb((0, 5, 1), +200)
+    np.testing.assert_array_equal(q.int_weights(), before)
+
+
+@pytest.mark.parametrize(("estimator", "lr", "m"), [("projected", 1e-2, 1), ("projected", 1e-2, 4), ("sign", 2e-3, 4)])
+def test_qzo_ff_reduces_the_loss(estimator: str, lr: float, m: int) -> None:
+    data, q, scale = problem()
+    tr = QzoFfTrainer(q, scale, ForwardGradientConfig(eps=16, lr=lr, estimator=estimator, perturbations=m))  # type: ignore[arg-type]
+    start = tr.loss(data)
+    for step in range(400):
+        idx = np.random.default_rng(step).integers(0, len(data), 64)
+        tr.step(data.take(idx))
+    assert tr.loss(data) < 0.8 * start
+    assert tr.forward_passes == 400 * 2 * m
+    assert all(np.abs(t).max() <= W_LIMIT for t in q.tensors())
+
+
+def test_qzo_ff_is_deterministic_per_seed() -> None:
+    results = []
+    for seed in (3, 3, 4):
+        data, q, scale = problem()
+        tr = QzoFfTrainer(q, scale, ForwardGradientConfig(eps=16, lr=1e-2, seed=seed, momentum=0.5))
+        for step in range(20):
+            tr.step(data.take(np.arange(step, step + 32)))
+        results.append(q.int_weights().copy())
+    np.testing.assert_array_equal(results[0], results[1])
+    assert not np.array_equal(results[0], results[2])
+
+
+@pytest.mark.parametrize(("train", "changed"), [("last_layer", {4, 5}), ("biases", {1, 3, 5})])
+def test_which_parameters_train(train: str, changed: set[int]) -> None:
+    data, q, scale = problem()
+    before = [t.copy() for t in q.tensors()]
+    tr = QzoFfTrainer(q, scale, ForwardGradientConfig(eps=16, lr=1e-2, train=train))  # type: ignore[arg-type]
+    for step in range(30):
+        tr.step(data.take(np.arange(step, step + 32)))
+    moved = {i for i, (a, b) in enumerate(zip(before, q.tensors(), strict=True)) if not np.array_equal(a, b)}
+    assert moved == changed
+
+
+def test_sparse_perturbations_touch_fewer_weights() -> None:
+    data, q, scale = problem()
+    before = q.int_weights().copy()
+    tr = QzoFfTrainer(q, scale, ForwardGradientConfig(eps=16, lr=2e-3, estimator="sign", sparsity=0.9))
+    tr.step(data.take(np.arange(64)))
+    frac = np.mean(q.int_weights() != before)
+    assert 0.0 < frac < 0.25
+
+
+def test_baselines_reduce_the_same_loss() -> None:
+    data, q, scale = problem()
+    theta = q.theta()
+    fg = Fp32ForwardGradient(SPEC, theta, scale, ForwardGradientConfig(eps=1e-3, lr=1e-2, perturbations=4))
+    bp = Backprop(SPEC, theta, scale, lr=3e-3)
+    same = normalized_mse(SPEC.evaluate(data.x, data.u, theta), data.target, scale)
+    assert fg.loss(data) == pytest.approx(same, rel=1e-5)
+    assert bp.loss(data) == pytest.approx(same, rel=1e-5)
+    start = same
+    for step in range(300):
+        batch = data.take(np.random.default_rng(step).integers(0, len(data), 64))
+        fg.step(batch)
+        bp.step(batch)
+    assert fg.loss(data) < 0.9 * start
+    assert bp.loss(data) < 0.5 * start
+
+
+def test_bad_trainer_options() -> None:
+    _, q, scale = problem()
+    with pytest.raises(ConfigError, match="eps"):
+        QzoFfTrainer(q, scale, ForwardGradientConfig(eps=1000))
+    with pytest.raises(ConfigError, match="estimator"):
+        QzoFfTrainer(q, scale, ForwardGradientConfig(estimator="adam"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="sparsity"):
+        QzoFfTrainer(q, scale, ForwardGradientConfig(sparsity=1.0))
+    tanh = ResidualSpec(4, 1, hidden=(4,), activation="tanh")
+    with pytest.raises(ConfigError, match="ReLU"):
+        QuantizedMLP.from_float(tanh, tanh.unpack(np.zeros(tanh.num_params)), np.zeros((2, 5)))
