@@ -18,6 +18,7 @@ def node_names() -> list[str]:
 # Command-line tools that work without ROS (bringup needs rclpy only to compose nodes in-process).
 TOOLS = [
     "safe-ctrl-bringup = safe_ctrl_ros.bringup.cli:main",
+    "safe-ctrl-pretrain = safe_ctrl_ros.learning.pretrain:main",
 ]
 
 

@@ -1,0 +1,135 @@
+"""safe-ctrl-pretrain: the starting residual model, by backpropagation on domain-randomized data.
+
+    safe-ctrl-pretrain --system quadrotor_2d --out config/models/quadrotor_2d_residual.npz
+
+Data come from the core environment: episodes whose plant mass and inertia are drawn from a range
+around nominal, flown by LQR tracking a random circle or figure-8 with exploration noise on the
+commands. Targets are what the controller's nominal one-step prediction misses. The network is
+trained with Adam, then quantized to 16w8a (activation scales calibrated on the training inputs).
+Deterministic: the same arguments give the same file, byte for byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from safe_ctrl_ros import systems
+from safe_ctrl_ros.control import LqrController, ResidualSpec
+from safe_ctrl_ros.env import SafeControlEnv
+from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.learning.data import Batch, residual_targets
+from safe_ctrl_ros.learning.fixed_point import QuantizedMLP
+from safe_ctrl_ros.learning.model_file import ResidualModel, save_model
+from safe_ctrl_ros.learning.trainers import Backprop
+
+# What the residual sees: velocities, attitude, rates and inputs (positions do not change the
+# dynamics, so they are masked out); inputs relative to hover.
+INPUT_GAINS = {
+    "quadrotor_2d": [0.0, 1.0, 0.0, 1.0, 1.0, 0.2],
+    "quadrotor_1d": [0.0, 1.0],
+    "cartpole": [0.0, 1.0, 1.0, 0.2],
+}
+LQR_Q = {"quadrotor_2d": [5, 0.1, 5, 0.1, 0.1, 0.1], "quadrotor_1d": [5, 0.1], "cartpole": [1, 1, 10, 1]}
+
+
+def collect(system: str, episodes: int, steps: int, dt: float, mass_range: tuple[float, float],
+            seed: int) -> Batch:
+    rng = np.random.default_rng(seed)
+    nominal = systems.make(system)
+    xs, us, xns = [], [], []
+    mass_key = "mass" if "mass" in nominal.params else "pole_mass"
+    for ep in range(episodes):
+        scale = rng.uniform(*mass_range)
+        params = {mass_key: nominal.params[mass_key] * scale}
+        if system.startswith("quadrotor"):
+            task = {"kind": str(rng.choice(["circle", "figure8"])), "scale": float(rng.uniform(0.3, 0.8)),
+                    "length": float(rng.uniform(4.0, 8.0)), "plane": "xz", "offset": [0.0, 1.0]}
+            if system == "quadrotor_1d":
+                task = {"kind": "stabilization", "goal": [float(rng.uniform(0.5, 1.5)), 0.0]}
+        else:
+            task = {"kind": "stabilization"}
+        env = SafeControlEnv(system, task=task, dt=dt, episode_length=steps * dt, model_params=params)
+        lqr = LqrController(nominal, LQR_Q[system], 0.1, dt)
+        x, _ = env.reset(seed=int(rng.integers(2**31)))
+        if system.startswith("quadrotor"):
+            x = env.task.reference(0.0)[0][0]
+            env.sim.reset(x)
+        low, high = nominal.input_bounds
+        for k in range(steps):
+            x_ref, u_ref = env.task.reference(k * dt)
+            u = lqr(x, x_ref[0], u_ref[0]) + rng.normal(0.0, 0.05, nominal.nu) * (high - low)
+            u = np.clip(u, low, high)
+            x_next, _, terminated, truncated, _ = env.step(u)
+            xs.append(x)
+            us.append(u)
+            xns.append(x_next)
+            x = x_next
+            if terminated or truncated:
+                break
+    return residual_targets(nominal, np.array(xs), np.array(us), np.array(xns), dt, 1)
+
+
+def pretrain(system: str, hidden: tuple[int, ...], episodes: int, steps: int, epochs: int, batch: int,
+             lr: float, dt: float, mass_range: tuple[float, float], seed: int) -> ResidualModel:
+    import torch
+
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    if system not in INPUT_GAINS:
+        raise ConfigError(f"no pretraining recipe for '{system}'; known: {sorted(INPUT_GAINS)}")
+    nominal = systems.make(system)
+    data = collect(system, episodes, steps, dt, mass_range, seed)
+    loss_scale = data.target.std(axis=0) + 1e-9
+    hover = np.abs(nominal.equilibrium()[1]) + 1e-9
+    in_gain = np.concatenate([INPUT_GAINS[system], 1.0 / hover])
+    spec = ResidualSpec(nominal.nx, nominal.nu, hidden, "relu", in_gain, loss_scale)
+    init = np.random.default_rng(seed + 1).normal(0.0, 0.1, spec.num_params)
+    bp = Backprop(spec, init, loss_scale, lr=lr, seed=seed)
+    order = np.random.default_rng(seed + 2)
+    for _ in range(epochs):
+        perm = order.permutation(len(data))
+        for start in range(0, len(data) - batch + 1, batch):
+            bp.step(data.take(perm[start : start + batch]))
+    net = QuantizedMLP.from_float(spec, spec.unpack(bp.theta), np.hstack([data.x, data.u]))
+    from safe_ctrl_ros.learning.data import normalized_mse
+
+    meta = {
+        "seed": seed, "episodes": episodes, "steps": steps, "epochs": epochs, "mass_range": list(mass_range),
+        "samples": len(data), "train_loss_float": bp.loss(data),
+        "train_loss_int": normalized_mse(net.forward_int(data.x, data.u), data.target, loss_scale),
+    }
+    return ResidualModel(system, dt, net, loss_scale, meta)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="safe-ctrl-pretrain", description=__doc__.splitlines()[0])
+    parser.add_argument("--system", default="quadrotor_2d")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[32, 32])
+    parser.add_argument("--episodes", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--dt", type=float, default=0.02)
+    parser.add_argument("--mass-range", type=float, nargs=2, default=[0.7, 1.6])
+    parser.add_argument("--seed", type=int, default=0)
+    opts = parser.parse_args(argv)
+    try:
+        model = pretrain(opts.system, tuple(opts.hidden), opts.episodes, opts.steps, opts.epochs, opts.batch,
+                         opts.lr, opts.dt, tuple(opts.mass_range), opts.seed)
+    except ConfigError as exc:
+        print(f"safe-ctrl-pretrain: error: {exc}", file=sys.stderr)
+        return 2
+    save_model(opts.out, model)
+    print(f"wrote {opts.out}: {model.meta['samples']} transitions, train loss float "
+          f"{model.meta['train_loss_float']:.4f}, 16w8a {model.meta['train_loss_int']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
