@@ -33,7 +33,9 @@ INPUT_GAINS = {
     "quadrotor_1d": [0.0, 1.0],
     "cartpole": [0.0, 1.0, 1.0, 0.2],
 }
-LQR_Q = {"quadrotor_2d": [5, 0.1, 5, 0.1, 0.1, 0.1], "quadrotor_1d": [5, 0.1], "cartpole": [1, 1, 10, 1]}
+LQR_Q: dict[str, list[float]] = {
+    "quadrotor_2d": [5, 0.1, 5, 0.1, 0.1, 0.1], "quadrotor_1d": [5, 0.1], "cartpole": [1, 1, 10, 1]
+}
 
 
 def collect(system: str, episodes: int, steps: int, dt: float, mass_range: tuple[float, float],
@@ -42,7 +44,7 @@ def collect(system: str, episodes: int, steps: int, dt: float, mass_range: tuple
     nominal = systems.make(system)
     xs, us, xns = [], [], []
     mass_key = "mass" if "mass" in nominal.params else "pole_mass"
-    for ep in range(episodes):
+    for _ in range(episodes):
         scale = rng.uniform(*mass_range)
         params = {mass_key: nominal.params[mass_key] * scale}
         if system.startswith("quadrotor"):

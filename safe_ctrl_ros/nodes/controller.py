@@ -22,6 +22,7 @@ from safe_ctrl_ros.control import LqrController, Nmpc, NmpcConfig, ResidualSpec
 from safe_ctrl_ros.control.residual import dequantize
 from safe_ctrl_ros.control.supervisor import FallbackMode, StepReport, SupervisedController
 from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.learning.model_file import load_model
 from safe_ctrl_ros.msg import Command, ConstraintStatus, ControllerStatus, ModelUpdate, SafetyRequest, State
 from safe_ctrl_ros.ros.convert import command_msg, stamp_to_ns, vector_of
 from safe_ctrl_ros.ros.node_main import run_node
@@ -69,6 +70,7 @@ class ControllerNode(Node):
         activation = str(declare(self, "residual.activation", "relu", "relu | tanh"))
         in_gain = float_list(declare(self, "residual.in_gain", [], "input gains (nx+nu); empty = 1"), "in_gain")
         out_gain = float_list(declare(self, "residual.out_gain", [], "output gains (nx); empty = 1"), "out_gain")
+        model_file = str(declare(self, "residual.model_file", "", "start weights (.npz); sets hidden, gains"))
         self.sync = bool(
             declare(self, "safety.sync_with_monitor", False,
                     "lockstep: answer a state only after the monitor's status for it (deterministic reactions)")
@@ -88,13 +90,21 @@ class ControllerNode(Node):
         constraints = (
             load_constraints(constraints_file, model.nx, model.nu) if constraints_file else ConstraintSet([])
         )
-        self.residual = (
-            ResidualSpec(model.nx, model.nu, tuple(hidden), activation, np.array(in_gain), np.array(out_gain))
-            if use_residual
-            else None
-        )
+        start_theta = None
+        self.residual: ResidualSpec | None
+        if use_residual and model_file:
+            start = load_model(model_file, model.nx, model.nu)
+            self.residual, start_theta = start.net.spec, start.net.theta()
+        elif use_residual:
+            self.residual = ResidualSpec(
+                model.nx, model.nu, tuple(hidden), activation, np.array(in_gain), np.array(out_gain)
+            )
+        else:
+            self.residual = None
         lqr = LqrController(model, _weight(q), _weight(r), dt, disc, self.task.goal)  # type: ignore[arg-type]
         nmpc = Nmpc(model, self.task, n_cfg, constraints, self.residual) if kind == "nmpc" else None
+        if nmpc is not None and start_theta is not None:
+            nmpc.set_residual_weights(start_theta)
         self.law = SupervisedController(
             model, self.task, lqr, nmpc, FallbackMode(fallback), safe_cmd or None, deadline
         )

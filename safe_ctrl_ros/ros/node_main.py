@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 
@@ -38,7 +38,8 @@ def run_node(factory: Callable[[], Node], name: str, args: Sequence[str] | None 
     code = 0
     try:
         node = factory()
-        executor = SingleThreadedExecutor()
+        threads = int(getattr(node, "executor_threads", 1))
+        executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
         done = getattr(node, "done", None)
         # Spin with a bounded wait: a shutdown by signal is noticed within SPIN_PERIOD_S even when

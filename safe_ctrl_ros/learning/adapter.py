@@ -1,0 +1,197 @@
+"""The on-robot adapter's core: a transition buffer, a trainer, and the publish/rollback policy.
+
+Transitions are split deterministically: every `val_every`-th goes to a held-out validation
+buffer, the rest to the training buffer (both fixed-size rings). A new model version is offered
+only when the validation loss beats the best published one by `margin` (relative). The last good
+versions are kept so that a rollback (on request, or when violations rise after an update) goes
+back exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.learning.data import Batch, normalized_mse
+from safe_ctrl_ros.learning.fixed_point import W_LIMIT, QuantizedMLP
+from safe_ctrl_ros.learning.model_file import ResidualModel
+from safe_ctrl_ros.learning.trainers import Backprop, ForwardGradientConfig, Fp32ForwardGradient, QzoFfTrainer
+from safe_ctrl_ros.systems.base import WRENCH_SIZE, FloatArray, SymbolicModel
+
+Method = Literal["qzo_ff", "fg_fp32", "bp"]
+METHODS = ("qzo_ff", "fg_fp32", "bp")
+
+
+class Ring:
+    """A fixed-size buffer of transitions (x, u, target)."""
+
+    def __init__(self, capacity: int, nx: int, nu: int) -> None:
+        self.x = np.zeros((capacity, nx))
+        self.u = np.zeros((capacity, nu))
+        self.t = np.zeros((capacity, nx))
+        self.capacity, self.count, self.head = capacity, 0, 0
+
+    def add(self, x: FloatArray, u: FloatArray, target: FloatArray) -> None:
+        self.x[self.head], self.u[self.head], self.t[self.head] = x, u, target
+        self.head = (self.head + 1) % self.capacity
+        self.count = min(self.count + 1, self.capacity)
+
+    def batch(self, idx: NDArray[np.int64] | None = None) -> Batch:
+        n = self.count
+        sel = np.arange(n) if idx is None else idx
+        return Batch(self.x[:n][sel], self.u[:n][sel], self.t[:n][sel])
+
+
+@dataclass
+class Version:
+    number: int
+    net: QuantizedMLP
+    val_loss: float
+
+
+@dataclass
+class AdapterConfig:
+    method: Method = "qzo_ff"
+    buffer_size: int = 2000
+    val_every: int = 5
+    batch_size: int = 128
+    margin: float = 0.02
+    min_val: int = 20
+    trainer: ForwardGradientConfig = field(default_factory=lambda: ForwardGradientConfig(eps=16, lr=1e-2))
+    bp_lr: float = 1e-3
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"adapter method must be one of {METHODS}, got '{self.method}'")
+        if self.buffer_size < 10 or self.val_every < 2 or self.batch_size < 1:
+            raise ConfigError("adapter: buffer_size >= 10, val_every >= 2 and batch_size >= 1 are required")
+        if not 0 <= self.margin < 1:
+            raise ConfigError("adapter margin must be in [0, 1)")
+
+
+def _requantize(net: QuantizedMLP, theta: FloatArray) -> QuantizedMLP:
+    """Float weights (from a float method) as int16 with fresh per-tensor scales; activation scales kept."""
+    out = net.copy()
+    pos = 0
+    for i, t in enumerate(out.tensors()):
+        vals = theta[pos : pos + t.size].reshape(t.shape)
+        pos += t.size
+        scale = max(float(np.max(np.abs(vals))), 1e-12) / W_LIMIT
+        t[...] = np.clip(np.round(vals / scale), -W_LIMIT, W_LIMIT).astype(np.int16)
+        if i % 2 == 0:
+            out.w_scale[i // 2] = scale
+        else:
+            out.b_scale[i // 2] = scale
+    return out
+
+
+class OnlineAdapter:
+    def __init__(self, start: ResidualModel, nominal: SymbolicModel, config: AdapterConfig | None = None,
+                 substeps: int = 1) -> None:
+        self.cfg = cfg = config or AdapterConfig()
+        cfg.validate()
+        spec = start.net.spec
+        if (spec.nx, spec.nu) != (nominal.nx, nominal.nu):
+            raise ConfigError(f"the residual model is for nx={spec.nx}, nu={spec.nu}; {nominal.name} has "
+                              f"{nominal.nx}, {nominal.nu}")
+        self.nominal = nominal
+        self.step_fn = nominal.rk4_function(start.dt, substeps)
+        self.scale = start.loss_scale
+        self.net = start.net.copy()
+        self.train_buf = Ring(cfg.buffer_size, nominal.nx, nominal.nu)
+        self.val_buf = Ring(max(cfg.buffer_size // (cfg.val_every - 1), cfg.min_val), nominal.nx, nominal.nu)
+        self.seen = 0
+        self.rng = np.random.default_rng(cfg.seed)
+        self.trainer: QzoFfTrainer | Fp32ForwardGradient | Backprop
+        if cfg.method == "qzo_ff":
+            self.trainer = QzoFfTrainer(self.net, self.scale, cfg.trainer)
+        elif cfg.method == "fg_fp32":
+            self.trainer = Fp32ForwardGradient(spec, self.net.theta(), self.scale, cfg.trainer)
+        else:
+            self.trainer = Backprop(spec, self.net.theta(), self.scale, lr=cfg.bp_lr, seed=cfg.seed)
+        self.history: list[Version] = []
+        self.best_val = np.inf
+        self.frozen = False
+        self.last_train_loss = float("nan")
+
+    # --- data -------------------------------------------------------------------------------------
+    def add(self, x: ArrayLike, u: ArrayLike, x_next: ArrayLike) -> bool:
+        xv, uv, xn = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (x, u, x_next))
+        if xv.size != self.nominal.nx or uv.size != self.nominal.nu or xn.size != self.nominal.nx:
+            return False
+        if not (np.all(np.isfinite(xv)) and np.all(np.isfinite(uv)) and np.all(np.isfinite(xn))):
+            return False
+        target = xn - np.asarray(self.step_fn(xv, uv, np.zeros(WRENCH_SIZE))).reshape(-1)
+        self.seen += 1
+        (self.val_buf if self.seen % self.cfg.val_every == 0 else self.train_buf).add(xv, uv, target)
+        return True
+
+    @property
+    def ready(self) -> bool:
+        return self.val_buf.count >= self.cfg.min_val and self.train_buf.count >= self.cfg.batch_size
+
+    # --- training ---------------------------------------------------------------------------------
+    def current_net(self) -> QuantizedMLP:
+        if isinstance(self.trainer, QzoFfTrainer):
+            return self.net
+        return _requantize(self.net, np.asarray(self.trainer.theta, dtype=np.float64))
+
+    def val_loss(self, net: QuantizedMLP | None = None) -> float:
+        batch = self.val_buf.batch()
+        use = net or self.current_net()
+        return normalized_mse(use.forward_int(batch.x, batch.u), batch.target, self.scale)
+
+    def train(self, steps: int) -> float:
+        if self.frozen or not self.ready:
+            return float("nan")
+        losses = []
+        for _ in range(steps):
+            idx = self.rng.integers(0, self.train_buf.count, self.cfg.batch_size)
+            losses.append(self.trainer.step(self.train_buf.batch(idx)))
+        self.last_train_loss = float(np.mean(losses))
+        return self.last_train_loss
+
+    def propose(self) -> Version | None:
+        """A new version when the validation loss improved enough; else None."""
+        if not self.ready:
+            return None
+        if not self.history:
+            self.best_val = self.val_loss(self.net if isinstance(self.trainer, QzoFfTrainer) else None)
+        net = self.current_net()
+        loss = self.val_loss(net)
+        if loss < self.best_val * (1.0 - self.cfg.margin):
+            self.best_val = loss
+            version = Version(len(self.history) + 1, net.copy(), loss)
+            self.history.append(version)
+            return version
+        return None
+
+    def rollback(self) -> Version | None:
+        """Drop the newest version and return the one before it (None: back to the start model)."""
+        if not self.history:
+            return None
+        self.history.pop()
+        previous = self.history[-1] if self.history else None
+        if previous is not None:
+            self.best_val = previous.val_loss
+            if isinstance(self.trainer, QzoFfTrainer):
+                for dst, src in zip(self.net.tensors(), previous.net.tensors(), strict=True):
+                    dst[...] = src
+        return previous
+
+    def extra_bytes(self) -> int:
+        """Training memory beyond inference, by the method's own state (see bench/adapter_memory.py)."""
+        sizes = [t.size for t in self.net.tensors()]
+        n = sum(sizes)
+        if isinstance(self.trainer, QzoFfTrainer):
+            vel = 4 * n if self.trainer.velocity is not None else 0
+            return max(sizes) * (1 + 4) + vel  # one int8 perturbation + its float update, per tensor
+        if isinstance(self.trainer, Fp32ForwardGradient):
+            return 4 * n * 3  # perturbation, perturbed copy, gradient
+        width = max(self.net.spec.layer_sizes)
+        return 4 * n * 3 + 4 * self.cfg.batch_size * width * 2 * len(sizes) // 2  # grads, Adam, activations

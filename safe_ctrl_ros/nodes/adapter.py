@@ -1,0 +1,227 @@
+"""Adapter node: fine-tunes the learned residual on the robot while it runs.
+
+Builds transitions (x_k, u_k, x_k+1) from `state` and `cmd` matched by stamp, trains in its own
+callback group (a multi-threaded executor keeps the data flowing meanwhile) every `update_period`
+seconds of (sim) time, and publishes `adapter/model` (ModelUpdate, latched) only when the
+held-out validation loss improves by `margin`. Freezes while the constraint monitor's
+`safety/request` asks; `~/freeze` (SetBool) does the same by hand; `~/rollback` (Trigger) goes back
+to the previous version, as does a rise in constraint violations after an update. `~/status`
+(AdapterStatus) after every round.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from std_srvs.srv import SetBool, Trigger
+
+from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.learning.adapter import METHODS, AdapterConfig, OnlineAdapter, Version
+from safe_ctrl_ros.learning.fixed_point import QuantizedMLP
+from safe_ctrl_ros.learning.model_file import load_model
+from safe_ctrl_ros.learning.trainers import ForwardGradientConfig
+from safe_ctrl_ros.msg import AdapterStatus, Command, ConstraintStatus, ModelUpdate, SafetyRequest, State
+from safe_ctrl_ros.ros.convert import stamp_to_ns, vector_of
+from safe_ctrl_ros.ros.node_main import run_node
+from safe_ctrl_ros.ros.params import declare, reject_unknown_overrides
+from safe_ctrl_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS, STATUS_QOS
+from safe_ctrl_ros.ros.system_params import declare_model
+
+KEEP = 64  # recent stamps kept for matching states and commands
+
+
+class AdapterNode(Node):
+    executor_threads = 2  # training in its own group must not hold up the data callbacks
+
+    def __init__(self, **node_kwargs: object) -> None:
+        super().__init__("adapter", **node_kwargs)  # type: ignore[arg-type]
+        nominal = declare_model(self)
+        self.dt = float(declare(self, "dt", 0.02, "control period in seconds (transitions are one period)"))
+        path = str(declare(self, "model_file", "", "the starting residual model (.npz, safe-ctrl-pretrain)"))
+        tcfg = ForwardGradientConfig(
+            eps=float(declare(self, "trainer.eps", 16.0, "perturbation (QZO-FF: integer units; fp32: float)")),
+            lr=float(declare(self, "trainer.lr", 1e-2, "forward-gradient step size (float units)")),
+            estimator=str(declare(self, "trainer.estimator", "projected", "projected | sign")),  # type: ignore[arg-type]
+            perturbations=int(declare(self, "trainer.perturbations", 1, "m perturbations per step")),
+            momentum=float(declare(self, "trainer.momentum", 0.0, "momentum in [0, 1)")),
+            train=str(declare(self, "trainer.train", "all", "all | last_layer | biases")),  # type: ignore[arg-type]
+            sparsity=float(declare(self, "trainer.sparsity", 0.0, "fraction of entries left unperturbed")),
+            seed=int(declare(self, "trainer.seed", 0, "seed of the perturbations")),
+        )
+        cfg = AdapterConfig(
+            method=str(declare(self, "method", "qzo_ff", f"one of {METHODS}")),  # type: ignore[arg-type]
+            buffer_size=int(declare(self, "buffer_size", 2000, "training transitions kept")),
+            val_every=int(declare(self, "val_every", 5, "every n-th transition is held out for validation")),
+            batch_size=int(declare(self, "batch_size", 128, "transitions per training step")),
+            margin=float(declare(self, "margin", 0.02, "relative validation improvement needed to publish")),
+            min_val=int(declare(self, "min_val", 20, "validation transitions needed before training")),
+            trainer=tcfg,
+            bp_lr=float(declare(self, "bp_lr", 1e-3, "Adam learning rate of the backprop baseline")),
+            seed=int(declare(self, "seed", 0, "seed of the batch sampling")),
+        )
+        period = float(declare(self, "update_period", 0.5, "s of (sim) time between training rounds"))
+        self.steps_per_round = int(declare(self, "steps_per_update", 20, "training steps per round"))
+        self.rollback_on_violations = bool(
+            declare(self, "rollback.on_violations", True, "roll back when violations rise after an update")
+        )
+        self.window = int(declare(self, "rollback.window", 50, "states compared before and after an update"))
+        reject_unknown_overrides(self)
+        if not path:
+            raise ConfigError("parameter 'model_file' is required: the adapter fine-tunes a pretrained residual")
+        start = load_model(path, nominal.nx, nominal.nu)
+        self.core = OnlineAdapter(start, nominal, cfg)
+        self.start_net = start.net.copy()
+        self.version = 0
+        self.accepted = self.rejected = self.rollbacks = 0
+        self.step_time_ms = 0.0
+        self.frozen_reason = ""
+        self.manual_freeze = False
+        self.states: dict[int, Any] = {}
+        self.cmds: dict[int, Any] = {}
+        self.dt_ns = round(self.dt * 1e9)
+        self.violations: list[bool] = []  # per monitored state, newest last
+        self.update_at: int | None = None  # index into violations when the newest version went out
+
+        data = MutuallyExclusiveCallbackGroup()
+        training = MutuallyExclusiveCallbackGroup()
+        self.model_pub = self.create_publisher(ModelUpdate, "adapter/model", LATCHED_QOS)
+        self.status_pub = self.create_publisher(AdapterStatus, "~/status", STATUS_QOS)
+        self.create_subscription(State, "state", self._on_state, STATE_QOS, callback_group=data)
+        self.create_subscription(Command, "cmd", self._on_cmd, COMMAND_QOS, callback_group=data)
+        self.create_subscription(SafetyRequest, "safety/request", self._on_safety, LATCHED_QOS, callback_group=data)
+        self.create_subscription(
+            ConstraintStatus, "constraint_monitor/status", self._on_monitor, STATUS_QOS, callback_group=data
+        )
+        self.create_service(Trigger, "~/rollback", self._on_rollback, callback_group=training)
+        self.create_service(SetBool, "~/freeze", self._on_freeze, callback_group=training)
+        self.create_timer(period, self._round, callback_group=training)
+        self.get_logger().info(
+            f"{cfg.method} on {nominal.name}: {start.net.num_params} weights from '{path}', "
+            f"buffer {cfg.buffer_size}, round every {period} s of {self.steps_per_round} steps"
+        )
+
+    # --- data -------------------------------------------------------------------------------------
+    def _on_cmd(self, msg: Command) -> None:
+        self._keep(self.cmds, stamp_to_ns(msg.header.stamp), vector_of(msg.u))
+
+    def _on_state(self, msg: State) -> None:
+        stamp = stamp_to_ns(msg.header.stamp)
+        x_next = vector_of(msg.x)
+        prev = stamp - self.dt_ns
+        if prev in self.states and prev in self.cmds:
+            self.core.add(self.states[prev], self.cmds[prev], x_next)
+        self._keep(self.states, stamp, x_next)
+
+    @staticmethod
+    def _keep(store: dict[int, Any], stamp: int, value: Any) -> None:
+        store[stamp] = value
+        while len(store) > KEEP:
+            store.pop(min(store))
+
+    def _on_safety(self, msg: SafetyRequest) -> None:
+        self._set_frozen("safety request: " + msg.reason if msg.freeze_adapter else "")
+
+    def _on_freeze(self, req: SetBool.Request, resp: SetBool.Response) -> SetBool.Response:
+        self.manual_freeze = bool(req.data)
+        self._set_frozen("frozen by request" if req.data else "")
+        resp.success, resp.message = True, "frozen" if req.data else "running"
+        return resp
+
+    def _set_frozen(self, reason: str) -> None:
+        frozen = bool(reason) or self.manual_freeze
+        if frozen != self.core.frozen:
+            self.get_logger().info(f"adapter {'frozen: ' + reason if frozen else 'resumed'}")
+        self.core.frozen = frozen
+        self.frozen_reason = reason or ("frozen by request" if self.manual_freeze else "")
+
+    def _on_monitor(self, msg: ConstraintStatus) -> None:
+        self.violations.append(any(msg.violated))
+        if len(self.violations) > 10 * self.window:
+            drop = len(self.violations) - 10 * self.window
+            self.violations = self.violations[drop:]
+            if self.update_at is not None:
+                self.update_at = max(0, self.update_at - drop)
+        if self.rollback_on_violations and self.update_at is not None:
+            after = self.violations[self.update_at :]
+            if len(after) >= self.window:
+                before = self.violations[max(0, self.update_at - self.window) : self.update_at]
+                if sum(after[: self.window]) > sum(before):
+                    self.get_logger().warning(
+                        f"violations rose after v{self.version} ({sum(after[: self.window])} vs {sum(before)}): "
+                        "rolling back"
+                    )
+                    self._rollback()
+                self.update_at = None
+
+    # --- training rounds --------------------------------------------------------------------------
+    def _round(self) -> None:
+        if not self.core.ready:
+            self._publish_status()
+            return
+        if not self.core.frozen:
+            start = time.perf_counter()
+            self.core.train(self.steps_per_round)
+            self.step_time_ms = (time.perf_counter() - start) * 1e3 / max(1, self.steps_per_round)
+            version = self.core.propose()
+            if version is None:
+                self.rejected += 1
+            else:
+                self.accepted += 1
+                self._publish(version.number, version.net, version.val_loss)
+                self.update_at = len(self.violations)
+        self._publish_status()
+
+    def _publish(self, number: int, net: QuantizedMLP, val_loss: float) -> None:
+        self.version = number
+        msg = ModelUpdate(
+            version=number,
+            activation=net.spec.activation,
+            layer_sizes=list(net.spec.layer_sizes),
+            weights=net.int_weights().tolist(),
+            scales=net.scales(),
+            validation_loss=val_loss,
+        )
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.model_pub.publish(msg)
+        self.get_logger().info(f"published model v{number} (validation loss {val_loss:.4g})")
+
+    def _rollback(self) -> None:
+        previous: Version | None = self.core.rollback()
+        self.rollbacks += 1
+        if previous is None:
+            self._publish(0, self.start_net, float("nan"))
+        else:
+            self._publish(previous.number, previous.net, previous.val_loss)
+
+    def _on_rollback(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        before = self.version
+        self._rollback()
+        resp.success, resp.message = True, f"rolled back from v{before} to v{self.version}"
+        return resp
+
+    def _publish_status(self) -> None:
+        c = self.core
+        status = AdapterStatus(
+            method=c.cfg.method, version=self.version, train_loss=c.last_train_loss,
+            val_loss=c.val_loss() if c.val_buf.count else float("nan"),
+            best_val_loss=float(c.best_val), updates_accepted=self.accepted, updates_rejected=self.rejected,
+            rollbacks=self.rollbacks, buffer_fill=c.train_buf.count, buffer_capacity=c.train_buf.capacity,
+            step_time_ms=self.step_time_ms, training_memory_bytes=c.extra_bytes(),
+            forward_passes=int(c.trainer.forward_passes), frozen=c.frozen, frozen_reason=self.frozen_reason,
+        )
+        status.header.stamp = self.get_clock().now().to_msg()
+        self.status_pub.publish(status)
+
+
+NODE_CLASS = AdapterNode
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(AdapterNode, "adapter", args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
