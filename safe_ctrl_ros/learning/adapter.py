@@ -61,7 +61,7 @@ class AdapterConfig:
     batch_size: int = 128
     margin: float = 0.02
     min_val: int = 20
-    trainer: ForwardGradientConfig = field(default_factory=lambda: ForwardGradientConfig(eps=16, lr=1e-2))
+    trainer: ForwardGradientConfig = field(default_factory=lambda: ForwardGradientConfig(eps=16, lr=1e-3))
     bp_lr: float = 1e-3
     seed: int = 0
 
@@ -103,6 +103,7 @@ class OnlineAdapter:
         self.step_fn = nominal.rk4_function(start.dt, substeps)
         self.scale = start.loss_scale
         self.net = start.net.copy()
+        self.start_net = start.net.copy()
         self.train_buf = Ring(cfg.buffer_size, nominal.nx, nominal.nu)
         self.val_buf = Ring(max(cfg.buffer_size // (cfg.val_every - 1), cfg.min_val), nominal.nx, nominal.nu)
         self.seen = 0
@@ -160,8 +161,8 @@ class OnlineAdapter:
         """A new version when the validation loss improved enough; else None."""
         if not self.ready:
             return None
-        if not self.history:
-            self.best_val = self.val_loss(self.net if isinstance(self.trainer, QzoFfTrainer) else None)
+        if not self.history and not np.isfinite(self.best_val):
+            self.best_val = self.val_loss(self.start_net)  # the model the controller starts with
         net = self.current_net()
         loss = self.val_loss(net)
         if loss < self.best_val * (1.0 - self.cfg.margin):
@@ -177,11 +178,11 @@ class OnlineAdapter:
             return None
         self.history.pop()
         previous = self.history[-1] if self.history else None
-        if previous is not None:
-            self.best_val = previous.val_loss
-            if isinstance(self.trainer, QzoFfTrainer):
-                for dst, src in zip(self.net.tensors(), previous.net.tensors(), strict=True):
-                    dst[...] = src
+        back_to = previous.net if previous is not None else self.start_net
+        self.best_val = previous.val_loss if previous is not None else self.val_loss(self.start_net)
+        if isinstance(self.trainer, QzoFfTrainer):
+            for dst, src in zip(self.net.tensors(), back_to.tensors(), strict=True):
+                dst[...] = src
         return previous
 
     def extra_bytes(self) -> int:

@@ -91,32 +91,20 @@ class QzoFfTrainer:
     def loss(self, batch: Batch) -> float:
         return normalized_mse(self.model.forward_int(batch.x, batch.u), batch.target, self.scale)
 
-    def _perturb(self, seed: tuple[int, ...], factor: int) -> None:
-        """w += factor * z for the perturbation of `seed`, regenerated tensor by tensor."""
-        rng = np.random.default_rng(list(seed))
-        keep = 1.0 - self.cfg.sparsity
-        for t, trains in zip(self.model.tensors(), self.flags, strict=True):
-            if not trains:
-                continue
-            z = rng.integers(0, 2, size=t.shape, dtype=np.int8) * 2 - 1
-            if self.cfg.sparsity > 0:
-                z = z * (rng.random(t.shape) < keep).astype(np.int8)
-            t += z.astype(np.int16) * np.int16(factor)
+    def _z(self, seed: tuple[int, ...], index: int, shape: tuple[int, ...]) -> np.ndarray:
+        """The perturbation of tensor `index` for `seed`: its own generator, so any tensor's z can be
+        regenerated alone and only one tensor's z exists at a time."""
+        rng = np.random.default_rng([*seed, index])
+        z = rng.integers(0, 2, size=shape, dtype=np.int8) * 2 - 1
+        if self.cfg.sparsity > 0:
+            z = z * (rng.random(shape) < 1.0 - self.cfg.sparsity).astype(np.int8)
+        return z
 
-    def _directions(self, seed: tuple[int, ...]) -> list[np.ndarray | None]:
-        """z of `seed` (only for the update; generated per tensor, same draws as _perturb)."""
-        rng = np.random.default_rng(list(seed))
-        keep = 1.0 - self.cfg.sparsity
-        out: list[np.ndarray | None] = []
-        for t, trains in zip(self.model.tensors(), self.flags, strict=True):
-            if not trains:
-                out.append(None)
-                continue
-            z = rng.integers(0, 2, size=t.shape, dtype=np.int8) * 2 - 1
-            if self.cfg.sparsity > 0:
-                z = z * (rng.random(t.shape) < keep).astype(np.int8)
-            out.append(z)
-        return out
+    def _perturb(self, seed: tuple[int, ...], factor: int) -> None:
+        """w += factor * z for the perturbation of `seed`, tensor by tensor."""
+        for i, (t, trains) in enumerate(zip(self.model.tensors(), self.flags, strict=True)):
+            if trains:
+                t += self._z(seed, i, t.shape).astype(np.int16) * np.int16(factor)
 
     def step(self, batch: Batch) -> float:
         cfg, eps = self.cfg, self.eps
@@ -133,26 +121,20 @@ class QzoFfTrainer:
             diff = l_plus - l_minus
             coeffs.append(diff / (2 * eps) if cfg.estimator == "projected" else float(np.sign(diff)))
             losses.append(0.5 * (l_plus + l_minus))
-        rng = np.random.default_rng([cfg.seed, self.steps, 1_000_003])  # stochastic rounding
-        tensors = self.model.tensors()
-        scales = self.model.scales()
         power = 2 if cfg.estimator == "projected" else 1
-        grads: list[np.ndarray | None] = [None] * len(tensors)
-        for coeff, seed in zip(coeffs, seeds, strict=True):
-            for i, z in enumerate(self._directions(seed)):
-                if z is not None:
-                    g_j = (coeff / len(seeds) / scales[i] ** power) * z.astype(np.float64)
-                    prev = grads[i]
-                    grads[i] = g_j if prev is None else prev + g_j
-        for i, (t, g) in enumerate(zip(tensors, grads, strict=True)):
-            if g is None:
+        scales = self.model.scales()
+        for i, (t, trains) in enumerate(zip(self.model.tensors(), self.flags, strict=True)):
+            if not trains:
                 continue
+            g = np.zeros(t.shape, dtype=np.float32)  # one tensor's update at a time
+            for coeff, seed in zip(coeffs, seeds, strict=True):
+                g += np.float32(coeff / len(seeds) / scales[i] ** power) * self._z(seed, i, t.shape)
             if self.velocity is not None:
                 self.velocity[i] = (cfg.momentum * self.velocity[i] + g).astype(np.float32)
                 g = self.velocity[i]
-            delta = -cfg.lr * g
-            step = np.floor(delta + rng.random(t.shape)).astype(np.int64)  # unbiased rounding
-            t[...] = np.clip(t.astype(np.int64) + step, -W_LIMIT, W_LIMIT).astype(np.int16)
+            rng = np.random.default_rng([cfg.seed, self.steps, 1_000_003, i])  # stochastic rounding
+            step = np.floor(-cfg.lr * g + rng.random(t.shape, dtype=np.float32)).astype(np.int32)
+            t[...] = np.clip(t.astype(np.int32) + step, -W_LIMIT, W_LIMIT).astype(np.int16)
         self.steps += 1
         return float(np.mean(losses))
 

@@ -43,7 +43,7 @@ class AdapterNode(Node):
         path = str(declare(self, "model_file", "", "the starting residual model (.npz, safe-ctrl-pretrain)"))
         tcfg = ForwardGradientConfig(
             eps=float(declare(self, "trainer.eps", 16.0, "perturbation (QZO-FF: integer units; fp32: float)")),
-            lr=float(declare(self, "trainer.lr", 1e-2, "forward-gradient step size (float units)")),
+            lr=float(declare(self, "trainer.lr", 1e-3, "forward-gradient step size (float units)")),
             estimator=str(declare(self, "trainer.estimator", "projected", "projected | sign")),  # type: ignore[arg-type]
             perturbations=int(declare(self, "trainer.perturbations", 1, "m perturbations per step")),
             momentum=float(declare(self, "trainer.momentum", 0.0, "momentum in [0, 1)")),
