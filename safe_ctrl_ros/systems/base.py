@@ -35,7 +35,9 @@ def as_vector(value: ArrayLike, size: int, what: str) -> FloatArray:
     if arr.size != size:
         raise ConfigError(f"{what}: expected a vector of size {size}, got size {arr.size}")
     if not np.all(np.isfinite(arr)):
-        raise ConfigError(f"{what}: contains non-finite values {arr.tolist()}")
+        bad = np.flatnonzero(~np.isfinite(arr))
+        shown = arr.tolist() if arr.size <= 12 else f"{bad.size} of {arr.size}, first at index {int(bad[0])}"
+        raise ConfigError(f"{what}: contains non-finite values ({shown})")
     return arr
 
 
