@@ -45,7 +45,9 @@ def measure(method: str, depth: int, width: int, batch_size: int) -> int:
     spec = ResidualSpec(NX, NU, hidden=(width,) * (depth - 1), activation="relu")
     rng = np.random.default_rng(0)
     theta = rng.normal(0.0, 1.0 / np.sqrt(width), spec.num_params)  # well-scaled at any depth
-    data = Batch(rng.normal(size=(batch_size, NX)), rng.normal(size=(batch_size, NU)), rng.normal(size=(batch_size, NX)))
+    data = Batch(
+        rng.normal(size=(batch_size, NX)), rng.normal(size=(batch_size, NU)), rng.normal(size=(batch_size, NX))
+    )
     scale = np.ones(NX)
     if method == "qzo_ff":
         net = QuantizedMLP.from_float(spec, spec.unpack(theta), np.hstack([data.x, data.u]))

@@ -195,6 +195,7 @@ class AdapterNode(Node):
             self._publish(0, self.start_net, float("nan"))
         else:
             self._publish(previous.number, previous.net, previous.val_loss)
+        self._publish_status()
 
     def _on_rollback(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
         before = self.version

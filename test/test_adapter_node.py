@@ -1,0 +1,67 @@
+"""The adapter in the flagship graph over DDS: it learns, publishes, the controller swaps the model
+in, and a rollback goes back."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+
+import pytest
+
+from helpers.ros import REPO, spin_until, start_bringup, start_when_matched
+
+rclpy = pytest.importorskip("rclpy")
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from safe_ctrl_ros.msg import AdapterStatus, ControllerStatus, ModelUpdate  # noqa: E402
+from safe_ctrl_ros.ros.qos import LATCHED_QOS, STATUS_QOS  # noqa: E402
+
+LAUNCH = REPO / "launch" / "quadrotor_2d_flagship.launch.xml"
+
+
+def test_adapter_learns_publishes_and_rolls_back(ros_context: object) -> None:
+    node = Node("adapter_probe", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    models: list[ModelUpdate] = []
+    adapter_status: list[AdapterStatus] = []
+    ctrl_status: list[ControllerStatus] = []
+    subs = [
+        node.create_subscription(ModelUpdate, "/flag/adapter/model", models.append, LATCHED_QOS),
+        node.create_subscription(AdapterStatus, "/flag/adapter/status", adapter_status.append, STATUS_QOS),
+        node.create_subscription(ControllerStatus, "/flag/controller/status", ctrl_status.append, STATUS_QOS),
+    ]
+    proc = start_bringup(str(LAUNCH), "namespace:=flag", "duration:=0.0", "autostart:=false")
+    try:
+        start_when_matched(node, executor, "flag", subs)
+        assert spin_until(executor, lambda: any(m.version >= 1 for m in models), 240.0), "no model was published"
+        newest = max(m.version for m in models)
+        assert spin_until(executor, lambda: ctrl_status and ctrl_status[-1].model_version >= 1, 60.0)
+        client = node.create_client(Trigger, "/flag/adapter/rollback")
+        assert client.wait_for_service(timeout_sec=30.0)
+        count = len(models)
+        future = client.call_async(Trigger.Request())
+        assert spin_until(executor, future.done, 30.0)
+        assert future.result().success
+        assert spin_until(executor, lambda: len(models) > count, 30.0)
+        assert models[-1].version < newest
+        assert spin_until(executor, lambda: adapter_status and adapter_status[-1].rollbacks == 1, 30.0)
+    finally:
+        node.destroy_node()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=60)[0]
+    assert adapter_status
+    last = adapter_status[-1]
+    assert last.method == "qzo_ff"
+    assert last.updates_accepted >= 1
+    assert last.buffer_fill > 0
+    assert last.training_memory_bytes > 0
+    assert last.rollbacks == 1
+    first = models[0]
+    assert list(first.layer_sizes) == [8, 32, 32, 6]
+    sizes = list(first.layer_sizes)
+    assert len(first.weights) == sum(o * i + o for i, o in itertools.pairwise(sizes))
+    assert "published model v1" in output
