@@ -46,3 +46,33 @@ def test_mpc_solve_writes_its_records(tmp_path: Path) -> None:
         assert r["horizon"] == 20
         assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
         assert r["rmse"] >= 0
+
+
+def _run_bench(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / name), *args], capture_output=True, text=True, timeout=600,
+        check=False, cwd=REPO,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_adapter_benches_write_their_records(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    mem = tmp_path / "mem.json"
+    _run_bench("adapter_memory.py", "--depths", "2", "4", "--widths", "8", "--batches", "4", "--no-plot",
+               "--out", str(mem))
+    records = json.loads(mem.read_text())
+    assert {r["method"] for r in records} == {"qzo_ff", "fg_fp32", "bp"}
+    assert all(set(r) == {"method", "depth", "width", "batch", "extra_bytes"} for r in records)
+    acc = tmp_path / "acc.json"
+    _run_bench("adapter_accuracy.py", "--steps", "20", "--bp-steps", "10", "--episodes", "2", "--variants",
+               "qzo_ff", "fg_fp32", "bp", "--out", str(acc))
+    records = json.loads(acc.read_text())
+    assert [r["method"] for r in records] == ["qzo_ff", "fg_fp32", "bp"]
+    assert all(r["forward_passes"] > 0 and r["final_val_loss"] > 0 for r in records)
+    loop = tmp_path / "loop.json"
+    _run_bench("adapter_closed_loop.py", "--seconds", "1.0", "--variants", "nominal", "qzo_ff", "--out", str(loop))
+    records = json.loads(loop.read_text())
+    assert [r["variant"] for r in records] == ["nominal", "qzo_ff"]
+    assert all({"rmse_last_10s", "violation_steps", "p99_solve_ms"} <= set(r) for r in records)
