@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from safe_ctrl_ros.disturbances.kinds import Signal, make_signal
-from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.errors import ConfigError, read_yaml
 from safe_ctrl_ros.systems.base import WRENCH_SIZE, FloatArray
 
 TARGETS = ("observation", "action", "force", "parameter")
@@ -189,12 +188,7 @@ def load_scenario(
     seed_override: int | None = None,
 ) -> Scenario:
     file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"disturbance scenario '{file}' does not exist")
-    try:
-        data = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"disturbance scenario '{file}' is not valid YAML: {exc}") from exc
+    data = read_yaml(file, "disturbance scenario")
     try:
         return make_scenario(data or {}, nx, nu, dt, param_names, seed_override)
     except ConfigError as exc:

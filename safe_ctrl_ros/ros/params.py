@@ -11,13 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.errors import ConfigError, read_yaml
 
 # Parameters every rclpy node may receive without declaring them.
 _IMPLICIT = ("use_sim_time", "qos_overrides.", "start_type_description_service")
@@ -43,12 +42,7 @@ def params_files(argv: Sequence[str]) -> list[Path]:
 
 def check_params_file(path: Path) -> dict[str, Any]:
     """Load a ROS 2 params file, raising ConfigError that names the file and the problem."""
-    if not path.is_file():
-        raise ConfigError(f"params file '{path}' does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"params file '{path}' is not valid YAML: {exc}") from exc
+    data = read_yaml(path, "params file")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from numpy.typing import ArrayLike, NDArray
 
-from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.errors import ConfigError, read_yaml
 from safe_ctrl_ros.systems.base import FloatArray
 
 BoolArray = NDArray[np.bool_]
@@ -201,12 +200,7 @@ def load_constraints(path: str | Path, nx: int, nu: int) -> ConstraintSet:
     bag analysis.
     """
     file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"constraints file '{file}' does not exist")
-    try:
-        data = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"constraints file '{file}' is not valid YAML: {exc}") from exc
+    data = read_yaml(file, "constraints file")
     if not isinstance(data, dict) or "constraints" not in data:
         raise ConfigError(f"constraints file '{file}': expected a mapping with the key 'constraints'")
     unknown = sorted(set(data) - {"constraints"})
