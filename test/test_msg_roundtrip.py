@@ -93,5 +93,11 @@ def test_each_custom_message_round_trips_between_processes(ros_context: object) 
             assert all(same(a, b) for a, b in zip(sent, received[name][-len(sent):], strict=True)), name
     finally:
         echo.terminate()
-        echo.wait(timeout=10)
-        node.destroy_node()
+        try:
+            echo.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            echo.kill()
+            echo.wait()
+            raise AssertionError("the echo process did not stop on SIGTERM") from None
+        finally:
+            node.destroy_node()

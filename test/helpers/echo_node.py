@@ -38,7 +38,8 @@ def main() -> int:
     rclpy.init(args=sys.argv)
     node = Echo()
     try:
-        rclpy.spin(node)
+        while rclpy.ok():  # a bounded wait: SIGTERM is noticed even if the executor's wake-up is missed
+            rclpy.spin_once(node, timeout_sec=0.2)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
