@@ -214,9 +214,13 @@ class Nmpc:
         nlp = {"x": self.w, "f": cost, "g": self.g, "p": self.p}
         self.cost_fn = ca.Function("cost", [self.w, self.p], [cost])
         self.g_fn = ca.Function("constraints", [self.w, self.p], [self.g])
-        self._gap_rows = np.array([k == "gap" for k in kinds])
-        self._linear_rows = np.array([k in ("init", "hard") for k in kinds])
+        self._hard_rows = np.array([k == "hard" for k in kinds])
+        # The first gap is the one the applied command acts through: checked after every solve.
+        self._first_gap = ca.Function("first_gap", [self.w, self.p], [X[1] - self.step_fn(X[0], V[0][:nu], theta)])
         self.solver = self._make_solver(nlp, cost, nh)
+        # Constant arguments converted once; the solver is called positionally (less call overhead).
+        self._bounds = [ca.DM(self.lbw), ca.DM(self.ubw), ca.DM(self.lbg), ca.DM(self.ubg)]
+        self._out = {name: self.solver.index_out(name) for name in ("x", "f", "lam_x", "lam_g")}
 
     def _make_solver(self, nlp: dict[str, ca.SX], cost: ca.SX, nh: int) -> ca.Function:
         cfg, nx, n = self.cfg, self.model.nx, self.cfg.horizon
@@ -288,15 +292,16 @@ class Nmpc:
         self._w0 = np.concatenate([shifted.reshape(-1), x_n])
         self._lam_g = lam
 
-    def _infeasibility(self, w: FloatArray, p: FloatArray) -> str:
+    def _infeasibility(self, w: FloatArray, p: FloatArray, x0: FloatArray) -> str:
         """Why the iterate cannot come from a solved QP ("" if it can)."""
-        g = np.asarray(self.g_fn(w, p), dtype=np.float64).reshape(-1)
-        g_viol = np.maximum(self.lbg - g, 0.0) + np.maximum(g - self.ubg, 0.0)
         w_viol = np.maximum(self.lbw - w, 0.0) + np.maximum(w - self.ubw, 0.0)
-        linear = max(float(g_viol[self._linear_rows].max(initial=0.0)), float(w_viol.max(initial=0.0)))
+        linear = max(float(np.max(np.abs(w[: x0.size] - x0))), float(w_viol.max(initial=0.0)))
+        if self._hard_rows.any():
+            g = np.asarray(self.g_fn(w, p), dtype=np.float64).reshape(-1)[self._hard_rows]
+            linear = max(linear, float(np.max(g - self.ubg[self._hard_rows], initial=0.0)))
         if linear > LINEAR_TOL:
             return f"QP failed: linear constraints violated by {linear:.3g}"
-        gap = float(g_viol[self._gap_rows].max(initial=0.0))
+        gap = float(np.max(np.abs(np.asarray(self._first_gap(w, p)))))
         if gap > GAP_TOL:
             return f"QP failed: dynamics gap {gap:.3g}"
         return ""
@@ -309,16 +314,14 @@ class Nmpc:
         p = np.concatenate([x0v, x_ref.reshape(-1), u_ref[:n].reshape(-1), self.theta])
         w0 = self._initial_guess(x0v, x_ref, u_ref)
         start = time.perf_counter()
-        sol = self.solver(
-            x0=w0, p=p, lbx=self.lbw, ubx=self.ubw, lbg=self.lbg, ubg=self.ubg, lam_g0=self._lam_g, lam_x0=self._lam_x
-        )
+        out = self.solver.call([ca.DM(w0), ca.DM(p), *self._bounds, ca.DM(self._lam_x), ca.DM(self._lam_g)])
         stats = self.solver.stats()
-        w = np.asarray(sol["x"], dtype=np.float64).reshape(-1)
+        w = np.asarray(out[self._out["x"]], dtype=np.float64).reshape(-1)
         status = str(stats.get("return_status", "unknown"))
         ok = bool(stats.get("success", False)) or (self.cfg.solver.startswith("sqp") and status.lower() in _SQP_OK)
         finite = bool(np.all(np.isfinite(w)))
         if ok and finite:
-            problem = self._infeasibility(w, p)
+            problem = self._infeasibility(w, p, x0v)
             if problem:
                 ok, status = False, f"{status}; {problem}"
         elapsed = time.perf_counter() - start  # the check is part of the controller's time
@@ -327,8 +330,8 @@ class Nmpc:
         u_pred = stages[:, nx : nx + nu]
         slack = stages[:, nx + nu :]
         if ok and finite:
-            self._shift(w, np.asarray(sol["lam_g"], dtype=np.float64).reshape(-1))
-            self._lam_x = np.asarray(sol["lam_x"], dtype=np.float64).reshape(-1)
+            self._shift(w, np.asarray(out[self._out["lam_g"]], dtype=np.float64).reshape(-1))
+            self._lam_x = np.asarray(out[self._out["lam_x"]], dtype=np.float64).reshape(-1)
         else:
             self.reset()
         return NmpcResult(
@@ -339,6 +342,6 @@ class Nmpc:
             status=status if finite else f"{status} (non-finite solution)",
             iterations=int(stats.get("iter_count", -1)),
             solve_time_s=elapsed,
-            cost=float(sol["f"]),
+            cost=float(out[self._out["f"]]),
             max_slack=float(slack.max()) if slack.size else 0.0,
         )
