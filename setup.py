@@ -19,6 +19,7 @@ def node_names() -> list[str]:
 TOOLS = [
     "safe-ctrl-bringup = safe_ctrl_ros.bringup.cli:main",
     "safe-ctrl-pretrain = safe_ctrl_ros.learning.pretrain:main",
+    "safe-ctrl-report = safe_ctrl_ros.bag.report:main",
 ]
 
 

@@ -1,0 +1,272 @@
+"""Run analysis from bags, without ROS: metrics, side-by-side tables, plots, offline re-evaluation.
+
+    safe-ctrl-report BAG [BAG ...] [--markdown FILE] [--json FILE] [--plots DIR] [--constraints FILE]
+
+A run's topics are found by their names' endings (`plant/state`, `plant/reference`, `plant/cmd`,
+`controller/status`, `constraint_monitor/status`, `disturbance/events`, `adapter/status`,
+`adapter/model`), so any namespace works. Types are read from the definitions embedded in the bag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.systems.base import FloatArray
+
+# State entries whose tracking error counts, by state size (cart-pole: x and theta).
+POSITION_DIMS = {2: [0], 4: [0, 2], 6: [0, 2], 12: [0, 2, 4]}
+
+
+def _t(header: Any) -> float:
+    return float(header.stamp.sec) + float(header.stamp.nanosec) * 1e-9
+
+
+@dataclass
+class Run:
+    name: str
+    states: list[tuple[float, FloatArray]] = field(default_factory=list)
+    references: dict[float, FloatArray] = field(default_factory=dict)
+    commands: list[tuple[float, FloatArray]] = field(default_factory=list)
+    controller: list[Any] = field(default_factory=list)
+    monitor: list[Any] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)
+    adapter: list[Any] = field(default_factory=list)
+    models: list[Any] = field(default_factory=list)
+    topics: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+def load_run(path: str | Path) -> Run:
+    from rosbags.highlevel import AnyReader
+
+    bag = Path(path)
+    if not bag.exists():
+        raise ConfigError(f"bag '{bag}' does not exist")
+    run = Run(bag.name)
+    try:
+        reader = AnyReader([bag])
+        reader.open()
+    except Exception as exc:
+        raise ConfigError(f"bag '{bag}' cannot be read: {exc}") from exc
+    try:
+        for con in reader.connections:
+            run.topics[con.topic] = (con.msgtype, con.msgcount)
+        seen_states: set[float] = set()
+        for con, _t_rx, raw in reader.messages():
+            topic = con.topic
+            msg: Any = reader.deserialize(raw, con.msgtype)
+            if topic.endswith("plant/state"):
+                t = _t(msg.header)
+                if t not in seen_states:  # a re-sent state is recorded twice
+                    seen_states.add(t)
+                    run.states.append((t, np.asarray(msg.x, dtype=np.float64)))
+            elif topic.endswith("plant/reference"):
+                run.references[_t(msg.header)] = np.asarray(msg.x_ref, dtype=np.float64)
+            elif topic.endswith("plant/cmd"):
+                run.commands.append((_t(msg.header), np.asarray(msg.u, dtype=np.float64)))
+            elif topic.endswith("controller/status"):
+                run.controller.append(msg)
+            elif topic.endswith("constraint_monitor/status"):
+                run.monitor.append(msg)
+            elif topic.endswith("disturbance/events"):
+                run.events.append(msg)
+            elif topic.endswith("adapter/status"):
+                run.adapter.append(msg)
+            elif topic.endswith("adapter/model"):
+                run.models.append(msg)
+    finally:
+        reader.close()
+    run.states.sort(key=lambda s: s[0])
+    return run
+
+
+def metrics(run: Run) -> dict[str, Any]:
+    out: dict[str, Any] = {"run": run.name, "steps": len(run.states)}
+    if run.states:
+        t = np.array([s[0] for s in run.states])
+        out["sim_time_s"] = float(t[-1] - t[0])
+        nx = run.states[0][1].size
+        dims = POSITION_DIMS.get(nx, list(range(nx)))
+        errs = [np.linalg.norm(x[dims] - run.references[ti][dims]) for ti, x in run.states if ti in run.references]
+        out["tracking_rmse"] = float(np.sqrt(np.mean(np.square(errs)))) if errs else None
+        if errs:
+            last = [e for (ti, _), e in zip([s for s in run.states if s[0] in run.references], errs, strict=True)
+                    if ti >= t[-1] - 10.0]
+            out["tracking_rmse_last_10s"] = float(np.sqrt(np.mean(np.square(last))))
+    if run.commands:
+        u = np.array([c[1] for c in run.commands])
+        out["control_effort"] = float(np.mean(np.sum(u**2, axis=1)))
+    if run.monitor:
+        judged = {_t(m.header): m for m in run.monitor}  # one verdict per state (re-sends repeat it)
+        out["violation_steps"] = int(sum(1 for m in judged.values() if any(m.violated)))
+        out["failed"] = bool(out["violation_steps"] > 0)
+        firsts = [m.first_violation_time for m in run.monitor if m.first_violation_time >= 0]
+        out["first_violation_time"] = float(min(firsts)) if firsts else None
+        margins = [min(m.margins) for m in run.monitor if len(m.margins)]
+        out["worst_margin"] = float(min(margins)) if margins else None
+    if run.controller:
+        ms = np.array([c.solve_time_ms for c in run.controller])
+        out["solve_ms_p50"] = float(np.percentile(ms, 50))
+        out["solve_ms_p99"] = float(np.percentile(ms, 99))
+        out["solve_ms_max"] = float(ms.max())
+        out["fallback_steps"] = int(sum(1 for c in run.controller if c.fallback_active))
+        out["model_version_final"] = int(run.controller[-1].model_version)
+    out["disturbance_events"] = [
+        {"t": _t(e.header), "name": e.name, "phase": e.phase, "kind": e.kind} for e in run.events
+    ]
+    if run.adapter:
+        a = run.adapter[-1]
+        out["adapter_updates"] = int(a.updates_accepted)
+        out["adapter_val_loss"] = float(a.best_val_loss) if math.isfinite(a.best_val_loss) else None
+        out["adapter_memory_bytes"] = int(a.training_memory_bytes)
+    return out
+
+
+def reevaluate(run: Run, constraints_file: str | Path) -> dict[str, Any]:
+    """Re-run the constraint monitor on the recorded true states and applied commands."""
+    from safe_ctrl_ros.safety import load_constraints
+    from safe_ctrl_ros.safety.monitor import ConstraintMonitor
+
+    if not run.states:
+        raise ConfigError(f"run '{run.name}' has no plant/state messages to re-evaluate")
+    nx = run.states[0][1].size
+    nu = run.commands[0][1].size if run.commands else 1
+    mon = ConstraintMonitor(load_constraints(constraints_file, nx, nu), nx, np.zeros(nu))
+    cmds = dict(run.commands)
+    prev: float | None = None
+    levels = []
+    for t, x in run.states:
+        if prev is not None and prev in cmds:
+            mon.command(cmds[prev])
+        step = mon.state(round(t * 1e9), x)
+        if step is not None:
+            levels.append(int(step.level))
+        prev = t
+    st = mon.stats
+    return {"constraints": str(constraints_file), "steps": st.steps, "violation_steps": st.violation_steps,
+            "first_violation_time": st.first_violation_time, "worst_margin": st.worst_margin}
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    keys = ["steps", "sim_time_s", "tracking_rmse", "tracking_rmse_last_10s", "violation_steps", "failed",
+            "first_violation_time", "worst_margin", "control_effort", "solve_ms_p50", "solve_ms_p99",
+            "solve_ms_max", "fallback_steps", "model_version_final", "adapter_updates", "adapter_val_loss",
+            "adapter_memory_bytes"]
+    keys = [k for k in keys if any(k in r for r in rows)]
+
+    def fmt(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = ["| metric | " + " | ".join(r["run"] for r in rows) + " |", "|---|" + "---:|" * len(rows)]
+    lines += [f"| {k} | " + " | ".join(fmt(r.get(k)) for r in rows) + " |" for k in keys]
+    events = [
+        f"- {r['run']}: " + ", ".join(f"{e['name']} {e['phase']} at {e['t']:.2f} s" for e in r["disturbance_events"])
+        for r in rows
+        if r.get("disturbance_events")
+    ]
+    if events:
+        lines += ["", "Disturbance events:", *events]
+    return "\n".join(lines) + "\n"
+
+
+def plots(run: Run, directory: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    out = []
+    fig, axes = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
+    if run.states:
+        t = np.array([s[0] for s in run.states])
+        x = np.array([s[1] for s in run.states])
+        dims = POSITION_DIMS.get(x.shape[1], [0])
+        for d in dims:
+            axes[0].plot(t, x[:, d], label=f"x[{d}]")
+            ref_t = [ti for ti in t if ti in run.references]
+            if ref_t:
+                axes[0].plot(ref_t, [run.references[ti][d] for ti in ref_t], "--", label=f"x_ref[{d}]")
+        axes[0].legend(loc="upper right", fontsize=8)
+        axes[0].set_ylabel("state vs reference")
+    if run.monitor:
+        tm = [_t(m.header) for m in run.monitor]
+        axes[1].plot(tm, [min(m.margins) if len(m.margins) else np.nan for m in run.monitor])
+        axes[1].axhline(0.0, color="r", lw=0.8)
+        axes[1].set_ylabel("smallest constraint margin")
+    if run.controller:
+        axes[2].plot([_t(c.header) for c in run.controller], [c.solve_time_ms for c in run.controller], lw=0.6)
+        axes[2].set_ylabel("solve time (ms)")
+    starts = {e.name: _t(e.header) for e in run.events if e.phase == "start"}
+    for e in run.events:
+        if e.phase == "end" and e.name in starts:
+            for ax in axes:
+                ax.axvspan(starts[e.name], _t(e.header), color="orange", alpha=0.2)
+    axes[2].set_xlabel("t (s)")
+    fig.suptitle(run.name)
+    fig.tight_layout()
+    path = directory / f"{run.name}_overview.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    out.append(path)
+    if run.adapter:
+        fig, ax = plt.subplots(figsize=(8, 3))
+        ax.plot([_t(a.header) for a in run.adapter], [a.val_loss for a in run.adapter], label="validation loss")
+        ax.set_xlabel("t (s)")
+        ax.set_yscale("log")
+        ax.legend()
+        path = directory / f"{run.name}_adapter.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        out.append(path)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="safe-ctrl-report", description=__doc__.splitlines()[0])
+    parser.add_argument("bags", nargs="+", type=Path)
+    parser.add_argument("--markdown", type=Path, help="write the table here too")
+    parser.add_argument("--json", type=Path, help="write the metrics as JSON")
+    parser.add_argument("--plots", type=Path, help="write PNG plots into this folder")
+    parser.add_argument("--constraints", type=Path, help="re-evaluate the runs under these constraints")
+    opts = parser.parse_args(argv)
+    try:
+        runs = [load_run(b) for b in opts.bags]
+        rows = [metrics(r) for r in runs]
+        if opts.constraints:
+            for r, row in zip(runs, rows, strict=True):
+                row["reevaluated"] = reevaluate(r, opts.constraints)
+    except ConfigError as exc:
+        print(f"safe-ctrl-report: error: {exc}", file=sys.stderr)
+        return 2
+    table = markdown(rows)
+    print(table)
+    if opts.constraints:
+        for row in rows:
+            print(f"{row['run']} under {opts.constraints}: {row['reevaluated']}")
+    if opts.markdown:
+        opts.markdown.write_text(table)
+    if opts.json:
+        opts.json.write_text(json.dumps(rows, indent=2) + "\n")
+    if opts.plots:
+        for r in runs:
+            for p in plots(r, opts.plots):
+                print(f"plot: {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,39 @@
+"""Message types for bag files: ROS 2 Kilted's standard types plus this package's interfaces.
+
+Writing needs our .msg definitions (from the source tree or an installed share/safe_ctrl_ros/msg);
+reading does not: MCAP bags embed every definition, and the reader registers them from the bag.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.typesys.store import Typestore
+
+from safe_ctrl_ros.errors import ConfigError
+
+PACKAGE = "safe_ctrl_ros"
+
+
+def msg_dir() -> Path:
+    """Where this package's .msg files are: the source tree, else an installed share directory."""
+    source = Path(__file__).resolve().parents[2] / "msg"
+    if source.is_dir():
+        return source
+    for prefix in filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):
+        share = Path(prefix) / "share" / PACKAGE / "msg"
+        if share.is_dir():
+            return share
+    raise ConfigError("safe_ctrl_ros's .msg files were not found (source tree or AMENT_PREFIX_PATH)")
+
+
+def typestore(directory: Path | None = None) -> Typestore:
+    store = get_typestore(Stores.ROS2_KILTED)
+    folder = directory or msg_dir()
+    types = {}
+    for path in sorted(folder.glob("*.msg")):
+        types.update(get_types_from_msg(path.read_text(), f"{PACKAGE}/msg/{path.stem}"))
+    store.register(types)
+    return store

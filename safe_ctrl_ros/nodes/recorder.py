@@ -1,0 +1,134 @@
+"""Recorder node: writes the graph's topics into a rosbag2 bag (MCAP), in this process.
+
+rosbag2 (`ros2 bag record`) is not needed: the node subscribes to every topic of its namespace
+(plus /clock and /diagnostics, or the `topics` list), finds new topics as they appear, takes the
+serialized bytes DDS delivers and hands them to a writer thread, so recording never slows the
+control loop. On shutdown (SIGINT/SIGTERM) the bag is closed: MCAP summary and metadata.yaml.
+QoS per topic follows its publishers: best effort where a publisher is best effort, transient local
+where all publishers latch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+from typing import Any
+
+from rclpy.clock import Clock
+from rclpy.clock_type import ClockType
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_srvs.srv import Trigger
+
+from safe_ctrl_ros.bag.types import typestore
+from safe_ctrl_ros.bag.writer import BagWriter
+from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.ros.node_main import run_node
+from safe_ctrl_ros.ros.params import declare, reject_unknown_overrides
+
+GLOBAL_TOPICS = ("/clock", "/diagnostics")
+SKIP = ("/rosout", "/parameter_events")
+
+
+def get_message(msgtype: str) -> type:
+    """The Python class of a ROS type name such as 'safe_ctrl_ros/msg/State'."""
+    pkg, kind, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)  # type: ignore[no-any-return]
+
+
+class RecorderNode(Node):
+    def __init__(self, **node_kwargs: object) -> None:
+        super().__init__("recorder", **node_kwargs)  # type: ignore[arg-type]
+        output = str(declare(self, "output", "", "bag directory to create (must not exist)"))
+        self.topics = [str(t) for t in declare(self, "topics", [""], "topics to record; [''] = the namespace's")]
+        self.exclude = [str(t) for t in declare(self, "exclude", [""], "topics never to record")]
+        period = float(declare(self, "discovery_period", 0.5, "wall s between scans for new topics"))
+        self.start_plant = bool(
+            declare(self, "start_plant", False, "call plant/start once every found topic is matched (autostart off)")
+        )
+        self.settle = int(declare(self, "start_after_scans", 3, "scans without a new topic before starting"))
+        reject_unknown_overrides(self)
+        if not output:
+            raise ConfigError("parameter 'output' is required: the bag directory to create")
+        self.writer = BagWriter(Path(output), typestore())
+        self.subs: dict[str, Any] = {}
+        self.quiet_scans = 0
+        self.start_client: Any = self.create_client(Trigger, "plant/start") if self.start_plant else None
+        self.start_sent = False
+        self.ns = self.get_namespace().rstrip("/")
+        # Wall time: with use_sim_time the sim clock only moves once the episode runs.
+        self.timer = self.create_timer(period, self._discover, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._discover()
+        self.get_logger().info(f"recording into {output}")
+
+    def _wanted(self, topic: str) -> bool:
+        if topic in SKIP or topic in self.exclude:
+            return False
+        explicit = [t for t in self.topics if t]
+        if explicit:
+            return topic in explicit or topic.lstrip("/") in explicit
+        return topic in GLOBAL_TOPICS or (topic.startswith(self.ns + "/") if self.ns else True)
+
+    def _qos(self, topic: str) -> QoSProfile:
+        pubs = self.get_publishers_info_by_topic(topic)
+        best_effort = any(p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for p in pubs)
+        latched = bool(pubs) and all(p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in pubs)
+        return QoSProfile(
+            depth=100,
+            reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
+        )
+
+    def _discover(self) -> None:
+        before = len(self.subs)
+        self._scan()
+        self.quiet_scans = self.quiet_scans + 1 if len(self.subs) == before else 0
+        if self.start_client is not None and not self.start_sent and self.quiet_scans >= self.settle:
+            matched = all(  # every topic that has a publisher is matched by our subscription
+                s is None or s.get_publisher_count() > 0 or self.count_publishers(t) == 0
+                for t, s in self.subs.items()
+            )
+            if matched and any(t.endswith("plant/state") for t in self.subs) and self.start_client.service_is_ready():
+                self.start_client.call_async(Trigger.Request())
+                self.start_sent = True
+                self.get_logger().info(f"all {len(self.subs)} topics matched: asked the plant to start")
+
+    def _scan(self) -> None:
+        for topic, types in self.get_topic_names_and_types():
+            if topic in self.subs or not self._wanted(topic) or not types:
+                continue
+            msgtype = types[0]
+            try:
+                self.writer.add_topic(topic, msgtype)
+                cls = get_message(msgtype)
+            except (ConfigError, AttributeError, ModuleNotFoundError, ValueError) as exc:
+                self.get_logger().warning(f"not recording '{topic}' ({msgtype}): {exc}")
+                self.subs[topic] = None
+                continue
+            self.subs[topic] = self.create_subscription(
+                cls, topic, lambda data, t=topic: self._on_message(t, data), self._qos(topic), raw=True
+            )
+            self.get_logger().info(f"recording {topic} [{msgtype}]")
+
+    def _on_message(self, topic: str, data: bytes) -> None:
+        stamp = self.get_clock().now().nanoseconds or time.time_ns()
+        self.writer.write(topic, stamp, data)
+
+    def destroy_node(self) -> None:
+        self.writer.close()
+        self.get_logger().info(f"bag closed: {self.writer.count} messages in {self.writer.path}")
+        if self.writer.errors:
+            self.get_logger().error(f"{len(self.writer.errors)} messages not written, first: {self.writer.errors[0]}")
+        super().destroy_node()
+
+
+NODE_CLASS = RecorderNode
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(RecorderNode, "recorder", args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
