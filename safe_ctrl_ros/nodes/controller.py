@@ -86,6 +86,28 @@ class ControllerNode(Node):
             raise ConfigError(f"parameter 'lqr.discretization': expected one of {DISCRETIZATIONS}, got '{disc}'")
         if fallback not in ("lqr", "command"):
             raise ConfigError(f"parameter 'fallback.mode': expected lqr or command, got '{fallback}'")
+        # Topics first, the (slow) NMPC build after: the graph sees this node's topics at once;
+        # callbacks only run once the node spins, after __init__.
+        group = MutuallyExclusiveCallbackGroup()  # model swaps never interleave with a solve
+        self.cmd_pub = self.create_publisher(Command, "cmd", COMMAND_QOS)
+        self.status_pub = self.create_publisher(ControllerStatus, "~/status", STATUS_QOS)
+        self.state_sub = self.create_subscription(State, "state", self._on_state, STATE_QOS, callback_group=group)
+        self.model_sub = self.create_subscription(
+            ModelUpdate, "adapter/model", self._on_model, LATCHED_QOS, callback_group=group
+        )
+        self.safety_reason = ""
+        self.safety_sub = self.create_subscription(
+            SafetyRequest, "safety/request", self._on_safety, LATCHED_QOS, callback_group=group
+        )
+        self._last: tuple[int, Command] | None = None
+        self._monitor_stamp = -1
+        self._pending: tuple[State, float] | None = None
+        self.sync_timeouts = 0
+        if self.sync:
+            self.create_subscription(
+                ConstraintStatus, "constraint_monitor/status", self._on_monitor, STATUS_QOS, callback_group=group
+            )
+            self.create_timer(0.02, self._check_sync, callback_group=group)
         self.model = model
         constraints = (
             load_constraints(constraints_file, model.nx, model.nu) if constraints_file else ConstraintSet([])
@@ -110,26 +132,6 @@ class ControllerNode(Node):
         )
         self.model_version = 0
 
-        group = MutuallyExclusiveCallbackGroup()  # model swaps never interleave with a solve
-        self.cmd_pub = self.create_publisher(Command, "cmd", COMMAND_QOS)
-        self.status_pub = self.create_publisher(ControllerStatus, "~/status", STATUS_QOS)
-        self.state_sub = self.create_subscription(State, "state", self._on_state, STATE_QOS, callback_group=group)
-        self.model_sub = self.create_subscription(
-            ModelUpdate, "adapter/model", self._on_model, LATCHED_QOS, callback_group=group
-        )
-        self.safety_reason = ""
-        self.safety_sub = self.create_subscription(
-            SafetyRequest, "safety/request", self._on_safety, LATCHED_QOS, callback_group=group
-        )
-        self._last: tuple[int, Command] | None = None
-        self._monitor_stamp = -1
-        self._pending: tuple[State, float] | None = None
-        self.sync_timeouts = 0
-        if self.sync:
-            self.create_subscription(
-                ConstraintStatus, "constraint_monitor/status", self._on_monitor, STATUS_QOS, callback_group=group
-            )
-            self.create_timer(0.02, self._check_sync, callback_group=group)
         detail = f"K={np.array2string(lqr.K, precision=3)}" if nmpc is None else (
             f"N={n_cfg.horizon}, solver={n_cfg.solver}, {len(constraints.constraints)} constraint(s), "
             f"residual={'on' if self.residual else 'off'}"

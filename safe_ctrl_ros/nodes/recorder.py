@@ -47,7 +47,7 @@ class RecorderNode(Node):
         self.start_plant = bool(
             declare(self, "start_plant", False, "call plant/start once every found topic is matched (autostart off)")
         )
-        self.settle = int(declare(self, "start_after_scans", 3, "scans without a new topic before starting"))
+        self.settle = int(declare(self, "start_after_scans", 4, "scans without a new topic before starting"))
         reject_unknown_overrides(self)
         if not output:
             raise ConfigError("parameter 'output' is required: the bag directory to create")
@@ -85,10 +85,7 @@ class RecorderNode(Node):
         self._scan()
         self.quiet_scans = self.quiet_scans + 1 if len(self.subs) == before else 0
         if self.start_client is not None and not self.start_sent and self.quiet_scans >= self.settle:
-            matched = all(  # every topic that has a publisher is matched by our subscription
-                s is None or s.get_publisher_count() > 0 or self.count_publishers(t) == 0
-                for t, s in self.subs.items()
-            )
+            matched = all(s is None or s.get_publisher_count() > 0 for s in self.subs.values())
             if matched and any(t.endswith("plant/state") for t in self.subs) and self.start_client.service_is_ready():
                 self.start_client.call_async(Trigger.Request())
                 self.start_sent = True
@@ -98,6 +95,8 @@ class RecorderNode(Node):
         for topic, types in self.get_topic_names_and_types():
             if topic in self.subs or not self._wanted(topic) or not types:
                 continue
+            if self.count_publishers(topic) == 0:
+                continue  # only subscribers so far: wait for a publisher, whose QoS we must match
             msgtype = types[0]
             try:
                 self.writer.add_topic(topic, msgtype)
