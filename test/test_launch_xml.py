@@ -120,3 +120,41 @@ def test_cli_reports_errors_with_exit_code_2(tmp_path: Path, capsys: pytest.Capt
     assert "does not exist" in capsys.readouterr().err
     assert bringup_main([str(REPO / "launch" / "cartpole_lqr.launch.xml"), "duration=5"]) == 2
     assert "name:=value" in capsys.readouterr().err
+
+
+def test_nodes_do_not_outlive_a_killed_bringup(tmp_path: Path) -> None:
+    """Even a SIGKILLed bringup (e.g. a test's timeout) takes its node processes with it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("rclpy")
+    pid_file = tmp_path / "pid"
+    script = tmp_path / "sleeper.py"
+    script.write_text(f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from pathlib import Path; from safe_ctrl_ros.bringup.launch_xml import NodeSpec, LaunchPlan;"
+        "from safe_ctrl_ros.bringup import runner;"
+        f"runner.node_command = lambda spec, f=None: [sys.executable, {str(script)!r}];"
+        "plan = LaunchPlan(Path('x'), [NodeSpec(pkg='p', exec='sleeper')], {}, {});"
+        "runner.ProcessRunner(plan, Path('.')).run()"
+    )])
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    alive = True
+    while alive and time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+            time.sleep(0.05)
+        except ProcessLookupError:
+            alive = False
+    if alive:
+        os.kill(child, signal.SIGKILL)
+    assert not alive

@@ -32,6 +32,16 @@ def node_command(spec: NodeSpec, inline_params_file: str | None = None) -> list[
     return [*exe, *spec.args, *spec.ros_args(inline_params_file)]
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the bringup process dies, even by SIGKILL (Linux prctl), so a
+    killed bringup never leaves nodes behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def child_env(spec: NodeSpec) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -75,7 +85,8 @@ class ProcessRunner:
         index = self.plan.nodes.index(spec)
         cmd = node_command(spec, spec.write_inline_params(self.params_dir, index))
         popen = subprocess.Popen(
-            cmd, env=child_env(spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, env=child_env(spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         pump = threading.Thread(target=self._pump, args=(spec.label, popen.stdout), daemon=True)
         pump.start()
