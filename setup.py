@@ -20,6 +20,7 @@ TOOLS = [
     "safe-ctrl-bringup = safe_ctrl_ros.bringup.cli:main",
     "safe-ctrl-pretrain = safe_ctrl_ros.learning.pretrain:main",
     "safe-ctrl-report = safe_ctrl_ros.bag.report:main",
+    "safe-ctrl-replay = safe_ctrl_ros.bag.replay:main",
 ]
 
 

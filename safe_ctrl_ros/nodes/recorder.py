@@ -11,7 +11,6 @@ where all publishers latch.
 from __future__ import annotations
 
 import importlib
-import time
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +110,8 @@ class RecorderNode(Node):
             self.get_logger().info(f"recording {topic} [{msgtype}]")
 
     def _on_message(self, topic: str, data: bytes) -> None:
-        stamp = self.get_clock().now().nanoseconds or time.time_ns()
-        self.writer.write(topic, stamp, data)
+        # The node's clock: sim time with use_sim_time (0 before the first /clock), else wall time.
+        self.writer.write(topic, self.get_clock().now().nanoseconds, data)
 
     def destroy_node(self) -> None:
         self.writer.close()
