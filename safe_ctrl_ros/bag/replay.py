@@ -16,6 +16,7 @@ import importlib
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from safe_ctrl_ros.errors import ConfigError
 
@@ -40,7 +41,7 @@ def replay(bag: Path, rate: float, topics: list[str], exclude: list[str], start_
         raise ConfigError(f"--rate must be > 0, got {rate}")
     rclpy.init()
     node = Node("replay")
-    pubs = {}
+    pubs: dict[str, Any] = {}
     count = 0
     try:
         with AnyReader([bag]) as reader:
