@@ -12,18 +12,12 @@ republished; without one, /clock follows the recorded time stamps. Subscribers g
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from safe_ctrl_ros.errors import ConfigError
-
-
-def _message_class(msgtype: str) -> type:
-    pkg, kind, name = msgtype.split("/")
-    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)  # type: ignore[no-any-return]
 
 
 def replay(bag: Path, rate: float, topics: list[str], exclude: list[str], start_delay: float) -> int:
@@ -33,6 +27,7 @@ def replay(bag: Path, rate: float, topics: list[str], exclude: list[str], start_
     from rosbags.highlevel import AnyReader
     from rosgraph_msgs.msg import Clock
 
+    from safe_ctrl_ros.ros.message_types import message_class
     from safe_ctrl_ros.ros.qos import CLOCK_QOS, COMMAND_QOS, STATE_QOS
 
     if not bag.exists():
@@ -53,7 +48,7 @@ def replay(bag: Path, rate: float, topics: list[str], exclude: list[str], start_
             clock_pub = None if has_clock else node.create_publisher(Clock, "/clock", CLOCK_QOS)
             for con in chosen:
                 qos = STATE_QOS if con.topic.endswith("state") else COMMAND_QOS
-                pubs[con.topic] = node.create_publisher(_message_class(con.msgtype), con.topic, qos)
+                pubs[con.topic] = node.create_publisher(message_class(con.msgtype), con.topic, qos)
             time.sleep(start_delay)
             start_wall, start_bag = time.monotonic(), None
             for con, stamp, raw in reader.messages(connections=chosen):

@@ -10,7 +10,6 @@ where all publishers latch.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +22,12 @@ from std_srvs.srv import Trigger
 from safe_ctrl_ros.bag.types import typestore
 from safe_ctrl_ros.bag.writer import BagWriter
 from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.ros.message_types import message_class
 from safe_ctrl_ros.ros.node_main import run_node
 from safe_ctrl_ros.ros.params import declare, reject_unknown_overrides
 
 GLOBAL_TOPICS = ("/clock", "/diagnostics")
 SKIP = ("/rosout", "/parameter_events")
-
-
-def get_message(msgtype: str) -> type:
-    """The Python class of a ROS type name such as 'safe_ctrl_ros/msg/State'."""
-    pkg, kind, name = msgtype.split("/")
-    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)  # type: ignore[no-any-return]
 
 
 class RecorderNode(Node):
@@ -99,7 +93,7 @@ class RecorderNode(Node):
             msgtype = types[0]
             try:
                 self.writer.add_topic(topic, msgtype)
-                cls = get_message(msgtype)
+                cls = message_class(msgtype)
             except (ConfigError, AttributeError, ModuleNotFoundError, ValueError) as exc:
                 self.get_logger().warning(f"not recording '{topic}' ({msgtype}): {exc}")
                 self.subs[topic] = None
