@@ -85,7 +85,11 @@ def pretrain(system: str, hidden: tuple[int, ...], episodes: int, steps: int, ep
         raise ConfigError(f"no pretraining recipe for '{system}'; known: {sorted(INPUT_GAINS)}")
     nominal = systems.make(system)
     data = collect(system, episodes, steps, dt, mass_range, seed)
-    loss_scale = data.target.std(axis=0) + 1e-9
+    # Per-state normalization of the loss (and the network's output gain). A state the training data
+    # never disturbs (e.g. the pitch rate when only the mass varies) would get a ~zero scale and
+    # blow up any later error in it, so every scale is at least 1% of the largest.
+    spread = data.target.std(axis=0)
+    loss_scale = np.maximum(spread, 0.01 * float(spread.max()))
     hover = np.abs(nominal.equilibrium()[1]) + 1e-9
     in_gain = np.concatenate([INPUT_GAINS[system], 1.0 / hover])
     spec = ResidualSpec(nominal.nx, nominal.nu, hidden, "relu", in_gain, loss_scale)
