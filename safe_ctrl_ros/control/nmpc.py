@@ -236,6 +236,10 @@ class Nmpc:
                 **quiet, "hess_lag": hess_lag, "max_iter": cfg.sqp_iterations, "print_header": False,
                 "print_iteration": False, "print_status": False, "error_on_fail": False,
             }
+            if cfg.sqp_iterations == 1:
+                # Real-time iteration takes the full QP step: a line search would cut it short and
+                # leave even the linear constraints (x_0 = x0) unmet (seen with the learned residual).
+                opts["max_iter_ls"] = 0
             if cfg.solver == "sqp_hpipm":
                 ng0 = nx + self.ns + nh
                 opts["qpsol"] = "hpipm"
