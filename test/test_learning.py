@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -150,3 +152,19 @@ def test_bad_trainer_options() -> None:
     tanh = ResidualSpec(4, 1, hidden=(4,), activation="tanh")
     with pytest.raises(ConfigError, match="ReLU"):
         QuantizedMLP.from_float(tanh, tanh.unpack(np.zeros(tanh.num_params)), np.zeros((2, 5)))
+
+
+def test_adapter_drops_outlier_transitions() -> None:
+    from safe_ctrl_ros import systems
+    from safe_ctrl_ros.learning.adapter import AdapterConfig, OnlineAdapter
+    from safe_ctrl_ros.learning.model_file import load_model
+
+    start = load_model(Path(__file__).resolve().parents[1] / "config" / "models" / "quadrotor_2d_residual.npz")
+    nominal = systems.make("quadrotor_2d")
+    adapter = OnlineAdapter(start, nominal, AdapterConfig())
+    x, u = np.array([0.0, 0.1, 1.0, 0.0, 0.0, 0.0]), nominal.equilibrium()[1]
+    assert adapter.add(x, u, nominal.step(x, u, 0.02, 10))
+    wild = nominal.step(x, u, 0.02, 10) + np.array([0, 0, 0, 0, 0, 0.5])  # a held command's pitch-rate jump
+    assert not adapter.add(x, u, wild)
+    assert adapter.outliers == 1
+    assert not adapter.add(x, u, np.full(6, np.nan))

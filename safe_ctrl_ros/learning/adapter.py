@@ -64,6 +64,9 @@ class AdapterConfig:
     trainer: ForwardGradientConfig = field(default_factory=lambda: ForwardGradientConfig(eps=16, lr=1e-3))
     bp_lr: float = 1e-3
     seed: int = 0
+    # Transitions whose target is beyond this many loss scales in any state are dropped (counted):
+    # e.g. a step where the plant held an older command after a missed deadline.
+    outlier_scales: float = 50.0
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -107,6 +110,7 @@ class OnlineAdapter:
         self.train_buf = Ring(cfg.buffer_size, nominal.nx, nominal.nu)
         self.val_buf = Ring(max(cfg.buffer_size // (cfg.val_every - 1), cfg.min_val), nominal.nx, nominal.nu)
         self.seen = 0
+        self.outliers = 0
         self.rng = np.random.default_rng(cfg.seed)
         self.trainer: QzoFfTrainer | Fp32ForwardGradient | Backprop
         if cfg.method == "qzo_ff":
@@ -128,6 +132,9 @@ class OnlineAdapter:
         if not (np.all(np.isfinite(xv)) and np.all(np.isfinite(uv)) and np.all(np.isfinite(xn))):
             return False
         target = xn - np.asarray(self.step_fn(xv, uv, np.zeros(WRENCH_SIZE))).reshape(-1)
+        if self.cfg.outlier_scales > 0 and np.any(np.abs(target) > self.cfg.outlier_scales * self.scale):
+            self.outliers += 1
+            return False
         self.seen += 1
         (self.val_buf if self.seen % self.cfg.val_every == 0 else self.train_buf).add(xv, uv, target)
         return True

@@ -61,6 +61,9 @@ class AdapterNode(Node):
             trainer=tcfg,
             bp_lr=float(declare(self, "bp_lr", 1e-3, "Adam learning rate of the backprop baseline")),
             seed=int(declare(self, "seed", 0, "seed of the batch sampling")),
+            outlier_scales=float(
+                declare(self, "outlier_scales", 50.0, "drop transitions beyond this many loss scales; 0 = keep all")
+            ),
         )
         period = float(declare(self, "update_period", 0.5, "s of (sim) time between training rounds"))
         self.steps_per_round = int(declare(self, "steps_per_update", 20, "training steps per round"))
