@@ -13,10 +13,10 @@ Records: {method, options, forward_passes, final_val_loss, curve: [[forward_pass
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
+from _results import write_records  # bench/ is on sys.path when run as a script
 
 from safe_ctrl_ros.learning.data import normalized_mse
 from safe_ctrl_ros.learning.model_file import load_model
@@ -90,9 +90,7 @@ def main() -> int:
     if bp and best_qzo:
         print(f"best QZO-FF ({best_qzo['variant']}) / backprop final loss: "
               f"{best_qzo['final_val_loss'] / bp['final_val_loss']:.2f}x")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(records, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_records(args.out, records)
     return 0
 
 

@@ -14,10 +14,10 @@ rmse, violation_steps, p99_solve_ms, p99_solve_ms_while_adapting, versions, trai
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
+from _results import write_records  # bench/ is on sys.path when run as a script
 
 from safe_ctrl_ros import systems
 from safe_ctrl_ros.control import Nmpc, NmpcConfig
@@ -103,9 +103,7 @@ def main() -> int:
         records.append(r)
         print(f"{variant:<13}{r['rmse_last_10s']:>15.4f}{r['rmse']:>9.4f}{r['violation_steps']:>11}"
               f"{r['p99_solve_ms']:>8.2f}{r['versions']:>9}", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(records, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_records(args.out, records)
     return 0
 
 

@@ -15,12 +15,12 @@ Records: {method, depth, width, batch, extra_bytes}; a plot goes to bench/result
 from __future__ import annotations
 
 import argparse
-import json
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _results import write_records  # bench/ is on sys.path when run as a script
 
 from safe_ctrl_ros.control import ResidualSpec
 from safe_ctrl_ros.learning.data import Batch
@@ -106,9 +106,7 @@ def main() -> int:
                          ("bp", depth, width, batch))
                 ratios.append(f"{depth}: {b / max(q, 1):.1f}x")
             print(f"width {width}, batch {batch}: backprop / QZO-FF extra memory by depth  " + ", ".join(ratios))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(records, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_records(args.out, records)
     if not args.no_plot:
         try:
             import matplotlib

@@ -15,13 +15,13 @@ horizon, p50_ms, p99_ms, max_ms, rmse, failures, steps}; rmse is over the positi
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import casadi as ca
 import numpy as np
+from _results import write_records  # bench/ is on sys.path when run as a script
 
 from safe_ctrl_ros import systems
 from safe_ctrl_ros.control import SOLVERS, Nmpc, NmpcConfig
@@ -159,9 +159,7 @@ def main() -> int:
         print(f"{scenario}: default solver p50/p99 {best['p50_ms']:.2f}/{best['p99_ms']:.2f} ms vs plain "
               f"{plain['p50_ms']:.2f}/{plain['p99_ms']:.2f} ms ({plain['p50_ms'] / best['p50_ms']:.1f}x / "
               f"{plain['p99_ms'] / best['p99_ms']:.1f}x faster), rmse {best['rmse']:.4f} vs {plain['rmse']:.4f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(records, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_records(args.out, records)
     return 0
 
 

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _results import write_records  # bench/ is on sys.path when run as a script
+
 from safe_ctrl_ros import systems
 from safe_ctrl_ros.simulation import PlantSim
 
@@ -70,9 +72,7 @@ def main() -> int:
     print(f"{'system':<14}{'mode':<11}{'steps/s':>12}{'x real time':>13}")
     for r in records:
         print(f"{r['system']:<14}{r['mode']:<11}{r['steps_per_s']:>12.0f}{r['realtime_factor']:>13.1f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(records, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_records(args.out, records)
     return 0
 
 

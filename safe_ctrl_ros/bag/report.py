@@ -142,13 +142,10 @@ def reevaluate(run: Run, constraints_file: str | Path) -> dict[str, Any]:
     mon = ConstraintMonitor(load_constraints(constraints_file, nx, nu), nx, np.zeros(nu))
     cmds = dict(run.commands)
     prev: float | None = None
-    levels = []
     for t, x in run.states:
         if prev is not None and prev in cmds:
             mon.command(cmds[prev])
-        step = mon.state(round(t * 1e9), x)
-        if step is not None:
-            levels.append(int(step.level))
+        mon.state(round(t * 1e9), x)
         prev = t
     st = mon.stats
     return {"constraints": str(constraints_file), "steps": st.steps, "violation_steps": st.violation_steps,

@@ -212,7 +212,6 @@ class Nmpc:
         self.lbg, self.ubg = np.array(lbg), np.array(ubg)
         self.stage = nx + nu + ns
         nlp = {"x": self.w, "f": cost, "g": self.g, "p": self.p}
-        self.cost_fn = ca.Function("cost", [self.w, self.p], [cost])
         self.g_fn = ca.Function("constraints", [self.w, self.p], [self.g])
         self._hard_rows = np.array([k == "hard" for k in kinds])
         # The first gap is the one the applied command acts through: checked after every solve.
@@ -275,7 +274,7 @@ class Nmpc:
             raise ConfigError("this NMPC has no residual model")
         self.theta = as_vector(theta, self.residual.num_params, "residual weights")
 
-    def _initial_guess(self, x0: FloatArray, x_ref: FloatArray, u_ref: FloatArray) -> FloatArray:
+    def _initial_guess(self, x0: FloatArray, u_ref: FloatArray) -> FloatArray:
         n, nx, nu = self.cfg.horizon, self.model.nx, self.model.nu
         if self._w0 is not None:
             return self._w0
@@ -316,7 +315,7 @@ class Nmpc:
         times = t + self.cfg.dt * np.arange(n + 1)
         x_ref, u_ref = self.task.reference(times)
         p = np.concatenate([x0v, x_ref.reshape(-1), u_ref[:n].reshape(-1), self.theta])
-        w0 = self._initial_guess(x0v, x_ref, u_ref)
+        w0 = self._initial_guess(x0v, u_ref)
         start = time.perf_counter()
         out = self.solver.call([ca.DM(w0), ca.DM(p), *self._bounds, ca.DM(self._lam_x), ca.DM(self._lam_g)])
         stats = self.solver.stats()
