@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers.ros import REPO, bringup, executable, spin_until, start_bringup
+from helpers.ros import REPO, bringup, executable, start_bringup, wait_for_exit
 from safe_ctrl_ros import systems
 from safe_ctrl_ros.control import LqrController
 from safe_ctrl_ros.simulation import PlantSim
@@ -66,8 +66,7 @@ def test_cartpole_balanced_over_dds_in_separate_processes(ros_context: object, t
         str(LAUNCH), "namespace:=skeleton", f"params:={params}", "duration:=6.0", f"summary_file:={summary}"
     )
     try:
-        spin_until(executor, lambda: proc.poll() is not None, timeout=120.0)
-        output = proc.communicate(timeout=30)[0]
+        output = wait_for_exit(executor, proc, timeout=120.0)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -119,8 +118,7 @@ def test_unanswered_states_are_missed_deadlines(ros_context: object, tmp_path: P
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        spin_until(executor, lambda: proc.poll() is not None, timeout=60.0)
-        output = proc.communicate(timeout=10)[0]
+        output = wait_for_exit(executor, proc, timeout=60.0)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.ros import REPO, executable, spin_until, start_bringup, start_when_matched
+from helpers.ros import REPO, executable, spin_until, start_bringup, start_when_matched, wait_for_exit
 
 rclpy = pytest.importorskip("rclpy")
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
@@ -41,9 +41,7 @@ def run_nmpc_loop(
     proc = start_bringup(str(LAUNCH), f"namespace:={ns}", f"disturbances:={quiet}", "autostart:=false", *args)
     try:
         start_when_matched(node, executor, ns, subs)
-        spin_until(executor, lambda: proc.poll() is not None, timeout=180.0)
-        spin_until(executor, lambda: False, timeout=0.3)  # drain the last messages
-        output = proc.communicate(timeout=30)[0]
+        output = wait_for_exit(executor, proc, timeout=180.0)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.ros import REPO, bringup, executable, spin_until, start_bringup, start_when_matched
+from helpers.ros import REPO, bringup, executable, spin_until, start_bringup, start_when_matched, wait_for_exit
 
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -65,9 +65,7 @@ def test_impulse_is_reported_at_the_expected_step_and_not_before(ros_context: ob
     proc = start_bringup(str(LAUNCH), "namespace:=imp", "duration:=3.0", "autostart:=false")
     try:
         start_when_matched(node, executor, "imp", [sub])
-        spin_until(executor, lambda: proc.poll() is not None, timeout=120.0)
-        spin_until(executor, lambda: False, timeout=0.3)
-        output = proc.communicate(timeout=30)[0]
+        output = wait_for_exit(executor, proc, timeout=120.0)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -21,6 +21,16 @@ def spin_until(executor: object, condition: Callable[[], bool], timeout: float) 
     return condition()
 
 
+def wait_for_exit(executor: object, proc: subprocess.Popen[str], timeout: float, drain: float = 0.3) -> str:
+    """Spin (so the test's subscriptions keep receiving) until `proc` exits, then `drain` seconds more
+    for the last messages; the process's output. A process still running at the timeout is killed."""
+    spin_until(executor, lambda: proc.poll() is not None, timeout)
+    spin_until(executor, lambda: False, drain)
+    if proc.poll() is None:
+        proc.kill()
+    return proc.communicate(timeout=30)[0]
+
+
 def executable(name: str) -> list[str]:
     """The installed node executable (colcon install tree), as `ros2 run` would start it."""
     for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
