@@ -13,7 +13,7 @@ from helpers.ros import REPO, spin_until, start_bringup, start_when_matched
 rclpy = pytest.importorskip("rclpy")
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
-from std_srvs.srv import Trigger  # noqa: E402
+from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
 from safe_ctrl_ros.msg import AdapterStatus, ControllerStatus, ModelUpdate  # noqa: E402
 from safe_ctrl_ros.ros.qos import LATCHED_QOS, STATUS_QOS  # noqa: E402
@@ -43,14 +43,21 @@ def test_adapter_learns_publishes_and_rolls_back(ros_context: object) -> None:
             output = proc.communicate(timeout=60)[0]
             status = adapter_status[-1] if adapter_status else None
             raise AssertionError(f"no model was published; last adapter status {status}\n{output[-6000:]}")
-        newest = max(m.version for m in models)
         assert spin_until(executor, lambda: ctrl_status and ctrl_status[-1].model_version >= 1, 60.0)
+        # Freeze first, so that no training round publishes between our look and the rollback.
+        freeze = node.create_client(SetBool, "/flag/adapter/freeze")
+        assert freeze.wait_for_service(timeout_sec=30.0)
+        frozen = freeze.call_async(SetBool.Request(data=True))
+        assert spin_until(executor, frozen.done, 30.0)
+        spin_until(executor, lambda: False, 1.0)  # a round already under way may still publish
+        newest = max(m.version for m in models)
         client = node.create_client(Trigger, "/flag/adapter/rollback")
         assert client.wait_for_service(timeout_sec=30.0)
         count = len(models)
         future = client.call_async(Trigger.Request())
         assert spin_until(executor, future.done, 30.0)
         assert future.result().success
+        assert future.result().message.startswith(f"rolled back from v{newest} to v")
         assert spin_until(executor, lambda: len(models) > count, 30.0)
         assert models[-1].version < newest
         assert spin_until(executor, lambda: adapter_status and adapter_status[-1].rollbacks == 1, 30.0)
