@@ -1,67 +1,169 @@
-"""Writing rosbag2 bags (MCAP storage, metadata.yaml, message definitions embedded) with rosbags.
+"""Writing rosbag2 bags (MCAP storage, metadata.yaml, message definitions embedded).
 
 Messages are written as the serialized CDR bytes DDS delivered, so recording costs no
-re-serialization. A writer thread drains a queue, so a caller never waits on the disk.
+re-serialization. A writer thread drains a queue, so a caller never waits on the disk. Every
+`flush_period` s the thread puts what it has on disk as a complete MCAP file and, when topics or
+counts changed, rewrites metadata.yaml (atomically), so a recorder killed with SIGKILL leaves a bag
+that rosbags, `ros2 bag info` and Foxglove read, missing at most the last `flush_period`.
+`custom_data.complete` says whether the bag was closed (`'true'`) or interrupted (`'false'`).
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+import time
+from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
-from rosbags.interfaces import Connection
-from rosbags.rosbag2 import StoragePlugin, Writer
+import yaml
 from rosbags.typesys.store import Typestore
 
+from safe_ctrl_ros.bag.mcap_file import McapFile
 from safe_ctrl_ros.errors import ConfigError
+
+QosDict = dict[str, Any]
 
 
 class BagWriter:
-    def __init__(self, path: str | Path, store: Typestore) -> None:
+    def __init__(self, path: str | Path, store: Typestore, flush_period: float = 0.1) -> None:
         self.path = Path(path)
         if self.path.exists():
             raise ConfigError(f"bag '{self.path}' already exists: choose another output")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(parents=True)
         self.store = store
-        self._writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
-        self._writer.open()
-        self._connections: dict[str, Connection] = {}
+        self.flush_period = flush_period
+        self.file = McapFile(self.path / f"{self.path.name}.mcap", f"safe_ctrl_ros, rosbags-{version('rosbags')}")
+        self.topics: dict[str, tuple[int, str, str, list[QosDict]]] = {}  # topic -> channel, type, hash, qos
+        self._schemas: dict[str, int] = {}
         self._queue: queue.Queue[tuple[str, int, bytes] | None] = queue.Queue()
         self._lock = threading.Lock()
+        self._dirty = True
         self.count = 0
         self.errors: list[str] = []
+        self._write_metadata(complete=False)
         self._thread = threading.Thread(target=self._drain, name="bag-writer", daemon=True)
         self._thread.start()
 
-    def add_topic(self, topic: str, msgtype: str) -> None:
+    def add_topic(self, topic: str, msgtype: str, qos: list[QosDict] | None = None) -> None:
+        """Register a topic (idempotent); `qos` are its publishers' offered profiles (rosbag2 v9 form)."""
         with self._lock:
-            if topic in self._connections:
+            if topic in self.topics:
                 return
             if msgtype not in self.store.types:
                 raise ConfigError(f"topic '{topic}': message type '{msgtype}' is unknown to the bag's type store")
-            self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=self.store)
+            type_hash = self.store.hash_rihs01(msgtype)
+            if msgtype not in self._schemas:
+                text, _ = self.store.generate_msgdef(msgtype, ros_version=2)
+                encoding = "ros2idl" if text.startswith("=" * 80 + "\nIDL: ") else "ros2msg"
+                self._schemas[msgtype] = self.file.add_schema(msgtype, encoding, text)
+            profiles = list(qos or [])
+            metadata = {"offered_qos_profiles": _dump(profiles) if profiles else "", "topic_type_hash": type_hash}
+            channel = self.file.add_channel(topic, self._schemas[msgtype], "cdr", metadata)
+            self.topics[topic] = (channel, msgtype, type_hash, profiles)
+            self._dirty = True
 
     def write(self, topic: str, stamp_ns: int, data: bytes) -> None:
         """Queue one serialized message (non-blocking)."""
         self._queue.put((topic, stamp_ns, data))
 
     def _drain(self) -> None:
+        last_flush = time.monotonic()
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self.flush_period)
+            except queue.Empty:
+                item = ("", 0, b"")  # nothing new: only flush when due
             if item is None:  # stop
                 return
             topic, stamp, data = item
-            try:
-                with self._lock:
-                    self._writer.write(self._connections[topic], int(stamp), data)
-                self.count += 1
-            except Exception as exc:
-                self.errors.append(f"{topic}: {exc}")
+            if topic:
+                try:
+                    with self._lock:
+                        self.file.write_message(self.topics[topic][0], int(stamp), data)
+                    self.count += 1
+                    self._dirty = True
+                except Exception as exc:
+                    self.errors.append(f"{topic}: {exc}")
+            if time.monotonic() - last_flush >= self.flush_period:
+                self._flush()
+                last_flush = time.monotonic()
+
+    def _flush(self) -> None:
+        try:
+            with self._lock:
+                self.file.flush()
+                dirty, self._dirty = self._dirty, False
+            if dirty:
+                self._write_metadata(complete=False)
+        except OSError as exc:
+            self.errors.append(f"flush: {exc}")
 
     def close(self) -> None:
-        """Write everything queued, the MCAP summary and metadata.yaml."""
+        """Write everything queued, the MCAP summary and the final metadata.yaml."""
         self._queue.put(None)
         self._thread.join()
         with self._lock:
-            self._writer.close()
+            text = self._metadata_text(complete=True)
+            self.file.close({"rosbag2": {"serialized_metadata": text}})
+        _replace(self.path / "metadata.yaml", text)
+
+    def _write_metadata(self, complete: bool) -> None:
+        with self._lock:
+            text = self._metadata_text(complete)
+        _replace(self.path / "metadata.yaml", text)
+
+    def _metadata_text(self, complete: bool) -> str:
+        """rosbag2's metadata.yaml (version 9) for the messages written so far."""
+        counts = self.file.channel_counts
+        total = self.file.message_count
+        start = self.file.start_time if total else 0
+        duration = self.file.end_time - start if total else 0
+        name = self.file.path.name
+        info = {
+            "version": 9,
+            "storage_identifier": "mcap",
+            "relative_file_paths": [name],
+            "duration": {"nanoseconds": duration},
+            "starting_time": {"nanoseconds_since_epoch": start},
+            "message_count": total,
+            "topics_with_message_count": [
+                {
+                    "topic_metadata": {
+                        "name": topic,
+                        "type": msgtype,
+                        "serialization_format": "cdr",
+                        "offered_qos_profiles": qos,
+                        "type_description_hash": type_hash,
+                    },
+                    "message_count": counts[channel],
+                }
+                for topic, (channel, msgtype, type_hash, qos) in self.topics.items()
+            ],
+            "compression_format": "",
+            "compression_mode": "",
+            "files": [
+                {
+                    "path": name,
+                    "starting_time": {"nanoseconds_since_epoch": start},
+                    "duration": {"nanoseconds": duration},
+                    "message_count": total,
+                }
+            ],
+            "custom_data": {"recorder": "safe_ctrl_ros", "complete": "true" if complete else "false"},
+            "ros_distro": os.environ.get("ROS_DISTRO", "kilted"),
+        }
+        return _dump({"rosbag2_bagfile_information": info})
+
+
+def _dump(data: object) -> str:
+    return str(yaml.safe_dump(data, default_flow_style=False, sort_keys=False))
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write a file so that a reader (or a crash) sees the old or the new content, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

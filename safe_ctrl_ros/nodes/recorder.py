@@ -3,7 +3,8 @@
 rosbag2 (`ros2 bag record`) is not needed: the node subscribes to every topic of its namespace
 (plus /clock and /diagnostics, or the `topics` list), finds new topics as they appear, takes the
 serialized bytes DDS delivers and hands them to a writer thread, so recording never slows the
-control loop. On shutdown (SIGINT/SIGTERM) the bag is closed: MCAP summary and metadata.yaml.
+control loop. On shutdown (SIGINT/SIGTERM) the bag is closed: MCAP summary and metadata.yaml; killed
+(SIGKILL), it leaves a readable bag holding all but the last flush period (safe_ctrl_ros.bag.writer).
 QoS per topic follows its publishers: best effort where a publisher is best effort, transient local
 where all publishers latch.
 """
@@ -28,6 +29,29 @@ from safe_ctrl_ros.ros.params import declare, reject_unknown_overrides
 
 GLOBAL_TOPICS = ("/clock", "/diagnostics")
 SKIP = ("/rosout", "/parameter_events")
+INFINITE = {"sec": 2147483647, "nsec": 4294967295}  # how rosbag2 writes an infinite duration
+
+
+def _duration(value: Any) -> dict[str, int]:
+    ns = int(value.nanoseconds)
+    if ns <= 0 or ns // 10**9 >= INFINITE["sec"]:
+        return dict(INFINITE)
+    return {"sec": ns // 10**9, "nsec": ns % 10**9}
+
+
+def offered_qos(profile: QoSProfile) -> dict[str, Any]:
+    """A publisher's QoS in rosbag2's metadata form (version 9), so `ros2 bag play` can offer it again."""
+    return {
+        "history": profile.history.name.lower(),
+        "depth": int(profile.depth),
+        "reliability": profile.reliability.name.lower(),
+        "durability": profile.durability.name.lower(),
+        "deadline": _duration(profile.deadline),
+        "lifespan": _duration(profile.lifespan),
+        "liveliness": profile.liveliness.name.lower(),
+        "liveliness_lease_duration": _duration(profile.liveliness_lease_duration),
+        "avoid_ros_namespace_conventions": bool(profile.avoid_ros_namespace_conventions),
+    }
 
 
 class RecorderNode(Node):
@@ -92,7 +116,8 @@ class RecorderNode(Node):
                 continue  # only subscribers so far: wait for a publisher, whose QoS we must match
             msgtype = types[0]
             try:
-                self.writer.add_topic(topic, msgtype)
+                offered = [offered_qos(p.qos_profile) for p in self.get_publishers_info_by_topic(topic)]
+                self.writer.add_topic(topic, msgtype, offered)
                 cls = message_class(msgtype)
             except (ConfigError, AttributeError, ModuleNotFoundError, ValueError) as exc:
                 self.get_logger().warning(f"not recording '{topic}' ({msgtype}): {exc}")
