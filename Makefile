@@ -8,7 +8,7 @@ setup:
 	@tools/setup.sh
 
 demo: setup
-	@$(RUN) safe-ctrl-bringup launch/cartpole_lqr.launch.xml
+	@$(RUN) safe-ctrl-flagship
 
 test: setup
 	@$(RUN) tools/test.sh

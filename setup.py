@@ -21,6 +21,8 @@ TOOLS = [
     "safe-ctrl-pretrain = safe_ctrl_ros.learning.pretrain:main",
     "safe-ctrl-report = safe_ctrl_ros.bag.report:main",
     "safe-ctrl-replay = safe_ctrl_ros.bag.replay:main",
+    "safe-ctrl-flagship = safe_ctrl_ros.bringup.flagship:main",
+    "safe-ctrl-retrain = safe_ctrl_ros.bag.retrain:main",
 ]
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.errors import ConfigError, read_yaml
 from safe_ctrl_ros.systems.base import FloatArray
 
 # State entries whose tracking error counts, by state size (cart-pole: x and theta).
@@ -42,6 +42,7 @@ class Run:
     adapter: list[Any] = field(default_factory=list)
     models: list[Any] = field(default_factory=list)
     topics: dict[str, tuple[str, int]] = field(default_factory=dict)
+    complete: bool | None = None  # False: the recorder was killed (the bag ends at its last flush)
 
 
 def load_run(path: str | Path) -> Run:
@@ -51,6 +52,12 @@ def load_run(path: str | Path) -> Run:
     if not bag.exists():
         raise ConfigError(f"bag '{bag}' does not exist")
     run = Run(bag.name)
+    meta = bag / "metadata.yaml"
+    if meta.is_file():
+        info = read_yaml(meta, "bag metadata") or {}
+        custom = (info.get("rosbag2_bagfile_information") or {}).get("custom_data") or {}
+        if "complete" in custom:
+            run.complete = str(custom["complete"]).lower() == "true"
     try:
         reader = AnyReader([bag])
         reader.open()
@@ -90,6 +97,8 @@ def load_run(path: str | Path) -> Run:
 
 def metrics(run: Run) -> dict[str, Any]:
     out: dict[str, Any] = {"run": run.name, "steps": len(run.states)}
+    if run.complete is not None:
+        out["recording_complete"] = run.complete
     if run.states:
         t = np.array([s[0] for s in run.states])
         out["sim_time_s"] = float(t[-1] - t[0])
@@ -153,7 +162,8 @@ def reevaluate(run: Run, constraints_file: str | Path) -> dict[str, Any]:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    keys = ["steps", "sim_time_s", "tracking_rmse", "tracking_rmse_last_10s", "violation_steps", "failed",
+    keys = ["recording_complete", "steps", "sim_time_s", "tracking_rmse", "tracking_rmse_last_10s", "violation_steps",
+            "failed",
             "first_violation_time", "worst_margin", "control_effort", "solve_ms_p50", "solve_ms_p99",
             "solve_ms_max", "fallback_steps", "model_version_final", "adapter_updates", "adapter_val_loss",
             "adapter_memory_bytes"]
@@ -230,6 +240,43 @@ def plots(run: Run, directory: Path) -> list[Path]:
         plt.close(fig)
         out.append(path)
     return out
+
+
+def tracking_errors(run: Run) -> tuple[FloatArray, FloatArray]:
+    """Times and position errors |x - x_ref| over the states that have a reference."""
+    if not run.states:
+        return np.zeros(0), np.zeros(0)
+    dims = POSITION_DIMS.get(run.states[0][1].size, [0])
+    refs = run.references
+    pairs = [(t, float(np.linalg.norm(x[dims] - refs[t][dims]))) for t, x in run.states if t in refs]
+    return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+
+
+def comparison_plot(runs: list[Run], path: Path, title: str = "") -> Path:
+    """One figure for several runs: the tracking error over time, disturbance windows shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    for run in runs:
+        t, err = tracking_errors(run)
+        ax.plot(t, err, lw=0.9, label=run.name)
+    if runs:
+        starts = {e.name: _t(e.header) for e in runs[0].events if e.phase == "start"}
+        for e in runs[0].events:
+            if e.phase == "end" and e.name in starts:
+                ax.axvspan(starts[e.name], _t(e.header), color="orange", alpha=0.15)
+    ax.set_xlabel("t (s)")
+    ax.set_ylabel("position error (m)")
+    ax.set_title(title)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,9 +2,10 @@
 
 Messages are written as the serialized CDR bytes DDS delivered, so recording costs no
 re-serialization. A writer thread drains a queue, so a caller never waits on the disk. Every
-`flush_period` s the thread puts what it has on disk as a complete MCAP file and, when topics or
-counts changed, rewrites metadata.yaml (atomically), so a recorder killed with SIGKILL leaves a bag
-that rosbags, `ros2 bag info` and Foxglove read, missing at most the last `flush_period`.
+`flush_period` s the thread puts what it has on disk as a complete MCAP file and rewrites
+metadata.yaml atomically (counts every `metadata_period` s, a new topic at once), so a recorder
+killed with SIGKILL leaves a bag that rosbags, `ros2 bag info` and Foxglove read, missing at most
+the last `flush_period`.
 `custom_data.complete` says whether the bag was closed (`'true'`) or interrupted (`'false'`).
 """
 
@@ -28,18 +29,23 @@ QosDict = dict[str, Any]
 
 
 class BagWriter:
-    def __init__(self, path: str | Path, store: Typestore, flush_period: float = 0.1) -> None:
+    def __init__(
+        self, path: str | Path, store: Typestore, flush_period: float = 0.1, metadata_period: float = 1.0
+    ) -> None:
         self.path = Path(path)
         if self.path.exists():
             raise ConfigError(f"bag '{self.path}' already exists: choose another output")
         self.path.mkdir(parents=True)
         self.store = store
         self.flush_period = flush_period
+        self.metadata_period = metadata_period
+        self._metadata_at = 0.0
         self.file = McapFile(self.path / f"{self.path.name}.mcap", f"safe_ctrl_ros, rosbags-{version('rosbags')}")
         self.topics: dict[str, tuple[int, str, str, list[QosDict]]] = {}  # topic -> channel, type, hash, qos
         self._schemas: dict[str, int] = {}
         self._queue: queue.Queue[tuple[str, int, bytes] | None] = queue.Queue()
         self._lock = threading.Lock()
+        self._meta_lock = threading.Lock()
         self._dirty = True
         self.count = 0
         self.errors: list[str] = []
@@ -63,7 +69,9 @@ class BagWriter:
             metadata = {"offered_qos_profiles": _dump(profiles) if profiles else "", "topic_type_hash": type_hash}
             channel = self.file.add_channel(topic, self._schemas[msgtype], "cdr", metadata)
             self.topics[topic] = (channel, msgtype, type_hash, profiles)
-            self._dirty = True
+            # metadata.yaml names the topic before the file holds its channel: a reader matches the
+            # file's channels against it, and a crash in between must not hide the topic.
+        self._write_metadata(complete=False)
 
     def write(self, topic: str, stamp_ns: int, data: bytes) -> None:
         """Queue one serialized message (non-blocking)."""
@@ -95,8 +103,11 @@ class BagWriter:
         try:
             with self._lock:
                 self.file.flush()
-                dirty, self._dirty = self._dirty, False
-            if dirty:
+                due = self._dirty and time.monotonic() - self._metadata_at >= self.metadata_period
+                if due:
+                    self._dirty = False
+            if due:
+                self._metadata_at = time.monotonic()
                 self._write_metadata(complete=False)
         except OSError as exc:
             self.errors.append(f"flush: {exc}")
@@ -105,15 +116,17 @@ class BagWriter:
         """Write everything queued, the MCAP summary and the final metadata.yaml."""
         self._queue.put(None)
         self._thread.join()
-        with self._lock:
-            text = self._metadata_text(complete=True)
-            self.file.close({"rosbag2": {"serialized_metadata": text}})
-        _replace(self.path / "metadata.yaml", text)
+        with self._meta_lock:
+            with self._lock:
+                text = self._metadata_text(complete=True)
+                self.file.close({"rosbag2": {"serialized_metadata": text}})
+            _replace(self.path / "metadata.yaml", text)
 
     def _write_metadata(self, complete: bool) -> None:
-        with self._lock:
-            text = self._metadata_text(complete)
-        _replace(self.path / "metadata.yaml", text)
+        with self._meta_lock:  # writes land in the order their contents were taken
+            with self._lock:
+                text = self._metadata_text(complete)
+            _replace(self.path / "metadata.yaml", text)
 
     def _metadata_text(self, complete: bool) -> str:
         """rosbag2's metadata.yaml (version 9) for the messages written so far."""

@@ -19,10 +19,10 @@ from rclpy.node import Node
 from std_srvs.srv import SetBool, Trigger
 
 from safe_ctrl_ros.errors import ConfigError
-from safe_ctrl_ros.learning.adapter import METHODS, AdapterConfig, OnlineAdapter, Version
+from safe_ctrl_ros.learning.adapter import OnlineAdapter, Version
 from safe_ctrl_ros.learning.fixed_point import QuantizedMLP
 from safe_ctrl_ros.learning.model_file import load_model
-from safe_ctrl_ros.learning.trainers import ForwardGradientConfig
+from safe_ctrl_ros.learning.settings import PARAMETERS, adapter_settings
 from safe_ctrl_ros.msg import AdapterStatus, Command, ConstraintStatus, ModelUpdate, SafetyRequest, State
 from safe_ctrl_ros.ros.convert import stamp_to_ns, vector_of
 from safe_ctrl_ros.ros.node_main import run_node
@@ -39,34 +39,10 @@ class AdapterNode(Node):
     def __init__(self, **node_kwargs: object) -> None:
         super().__init__("adapter", **node_kwargs)  # type: ignore[arg-type]
         nominal = declare_model(self)
-        self.dt = float(declare(self, "dt", 0.02, "control period in seconds (transitions are one period)"))
-        path = str(declare(self, "model_file", "", "the starting residual model (.npz, safe-ctrl-pretrain)"))
-        tcfg = ForwardGradientConfig(
-            eps=float(declare(self, "trainer.eps", 16.0, "perturbation (QZO-FF: integer units; fp32: float)")),
-            lr=float(declare(self, "trainer.lr", 1e-3, "forward-gradient step size (float units)")),
-            estimator=str(declare(self, "trainer.estimator", "projected", "projected | sign")),  # type: ignore[arg-type]
-            perturbations=int(declare(self, "trainer.perturbations", 1, "m perturbations per step")),
-            momentum=float(declare(self, "trainer.momentum", 0.0, "momentum in [0, 1)")),
-            train=str(declare(self, "trainer.train", "all", "all | last_layer | biases")),  # type: ignore[arg-type]
-            sparsity=float(declare(self, "trainer.sparsity", 0.0, "fraction of entries left unperturbed")),
-            seed=int(declare(self, "trainer.seed", 0, "seed of the perturbations")),
-        )
-        cfg = AdapterConfig(
-            method=str(declare(self, "method", "qzo_ff", f"one of {METHODS}")),  # type: ignore[arg-type]
-            buffer_size=int(declare(self, "buffer_size", 2000, "training transitions kept")),
-            val_every=int(declare(self, "val_every", 5, "every n-th transition is held out for validation")),
-            batch_size=int(declare(self, "batch_size", 128, "transitions per training step")),
-            margin=float(declare(self, "margin", 0.02, "relative validation improvement needed to publish")),
-            min_val=int(declare(self, "min_val", 20, "validation transitions needed before training")),
-            trainer=tcfg,
-            bp_lr=float(declare(self, "bp_lr", 1e-3, "Adam learning rate of the backprop baseline")),
-            seed=int(declare(self, "seed", 0, "seed of the batch sampling")),
-            outlier_scales=float(
-                declare(self, "outlier_scales", 50.0, "drop transitions beyond this many loss scales; 0 = keep all")
-            ),
-        )
-        period = float(declare(self, "update_period", 0.5, "s of (sim) time between training rounds"))
-        self.steps_per_round = int(declare(self, "steps_per_update", 20, "training steps per round"))
+        values = {name: declare(self, name, default, doc) for name, (default, doc) in PARAMETERS.items()}
+        settings = adapter_settings(values)  # ConfigError names the bad setting
+        cfg, path, self.dt = settings.config, settings.model_file, settings.dt
+        period, self.steps_per_round = settings.update_period, settings.steps_per_update
         self.rollback_on_violations = bool(
             declare(self, "rollback.on_violations", True, "roll back when violations rise after an update")
         )

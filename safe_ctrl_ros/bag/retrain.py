@@ -1,0 +1,186 @@
+"""safe-ctrl-retrain: re-run the adapter's training on a recorded bag, without ROS.
+
+    safe-ctrl-retrain BAG --model-file M.npz [--params-file P.yaml] [--set trainer.lr=0.002 ...]
+                      [--state-topic T] [--cmd-topic T] [--out NEW.npz] [--json FILE]
+
+Takes the transitions (state, command, next state) the adapter saw on the robot and trains on them
+with the settings of the params file's adapter section (the same parameter names as the adapter
+node, e.g. config/quadrotor_2d_flagship.yaml) changed by `--set`, on the recording's own clock
+(safe_ctrl_ros.learning.offline). Prints what the setting would have learned: transitions,
+accepted versions, validation loss before and after, training memory, and the recorded adapter's
+own figures beside them. `--out` saves the newest accepted version as a model file to deploy.
+By default the adapter's inputs are used (`<ns>/state`, `<ns>/cmd`), else the plant's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from safe_ctrl_ros import systems
+from safe_ctrl_ros.errors import ConfigError, read_yaml
+from safe_ctrl_ros.learning.model_file import ResidualModel, load_model, save_model
+from safe_ctrl_ros.learning.offline import RetrainResult, retrain
+from safe_ctrl_ros.learning.settings import PARAMETERS, adapter_settings, flatten
+from safe_ctrl_ros.systems.base import FloatArray
+
+
+def node_params(params_file: Path, node: str) -> dict[str, Any]:
+    """The flattened ros__parameters of `node` in a ROS params file (/**, /**/node, /ns/node or node)."""
+    data = read_yaml(params_file, "params file") or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"params file '{params_file}': expected node sections at the top level")
+    out: dict[str, Any] = {}
+    for key, section in data.items():
+        name = str(key).rstrip("/").split("/")[-1]
+        if name in ("**", node) and isinstance(section, dict):
+            out.update(flatten(section.get("ros__parameters") or {}))
+    return out
+
+
+def _stamp(msg: Any) -> int:
+    return int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
+
+
+def _pick(topics: dict[str, str], wanted: str | None, adapter_suffix: str, plant_suffix: str) -> str:
+    if wanted:
+        if wanted not in topics:
+            raise ConfigError(f"topic '{wanted}' is not in the bag (it has {sorted(topics)})")
+        return wanted
+    for topic in sorted(topics):
+        ends = topic == adapter_suffix or topic.endswith("/" + adapter_suffix)
+        if ends and not topic.endswith("plant/" + adapter_suffix):
+            return topic
+    for topic in sorted(topics):
+        if topic.endswith(plant_suffix):
+            return topic
+    raise ConfigError(f"the bag has no '{adapter_suffix}' or '{plant_suffix}' topic (topics: {sorted(topics)})")
+
+
+def read_transitions(
+    bag: Path, state_topic: str | None, cmd_topic: str | None
+) -> tuple[list[tuple[int, FloatArray]], dict[int, FloatArray], dict[str, Any], tuple[str, str]]:
+    """States, commands by stamp, the recorded adapter's last status (if any), and the topics used."""
+    from rosbags.highlevel import AnyReader
+
+    if not bag.exists():
+        raise ConfigError(f"bag '{bag}' does not exist")
+    try:
+        reader = AnyReader([bag])
+        reader.open()
+    except Exception as exc:
+        raise ConfigError(f"bag '{bag}' cannot be read: {exc}") from exc
+    states: dict[int, FloatArray] = {}
+    commands: dict[int, FloatArray] = {}
+    recorded: dict[str, Any] = {}
+    try:
+        topics = {c.topic: c.msgtype for c in reader.connections}
+        s_topic = _pick(topics, state_topic, "state", "plant/state")
+        c_topic = _pick(topics, cmd_topic, "cmd", "plant/cmd")
+        for con, _, raw in reader.messages():
+            if con.topic not in (s_topic, c_topic) and not con.topic.endswith("adapter/status"):
+                continue
+            msg: Any = reader.deserialize(raw, con.msgtype)
+            if con.topic == s_topic:
+                states[_stamp(msg)] = np.asarray(msg.x, dtype=np.float64)
+            elif con.topic == c_topic:
+                commands[_stamp(msg)] = np.asarray(msg.u, dtype=np.float64)
+            else:
+                recorded = {"method": msg.method, "updates_accepted": int(msg.updates_accepted),
+                            "best_val_loss": float(msg.best_val_loss),
+                            "training_memory_bytes": int(msg.training_memory_bytes)}
+    finally:
+        reader.close()
+    return sorted(states.items()), commands, recorded, (s_topic, c_topic)
+
+
+def _value(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="safe-ctrl-retrain", description=__doc__.splitlines()[0])
+    parser.add_argument("bag", type=Path)
+    parser.add_argument("--model-file", type=Path, required=True, help="the starting model (what the robot ran)")
+    parser.add_argument("--params-file", type=Path, help="ROS params file with the adapter's section")
+    parser.add_argument("--node", default="adapter", help="the node section to read (default: adapter)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help=f"change one setting ({', '.join(n for n in PARAMETERS if n != 'model_file')})")
+    parser.add_argument("--state-topic")
+    parser.add_argument("--cmd-topic")
+    parser.add_argument("--out", type=Path, help="save the newest accepted version here (.npz)")
+    parser.add_argument("--json", type=Path, help="write the result (and every round) as JSON")
+    opts = parser.parse_args(argv)
+    try:
+        values = node_params(opts.params_file, opts.node) if opts.params_file else {}
+        for item in opts.set:
+            name, sep, text = item.partition("=")
+            if not sep or name not in PARAMETERS:
+                raise ConfigError(f"--set expects NAME=VALUE with NAME one of {sorted(PARAMETERS)}, got '{item}'")
+            values[name] = _value(text)
+        system = str(values.get("system", ""))
+        model_overrides = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("model.")}
+        start = load_model(opts.model_file)
+        system = system or start.system
+        nominal = systems.make(system, **model_overrides)
+        start = load_model(opts.model_file, nominal.nx, nominal.nu)
+        values.setdefault("dt", start.dt)
+        settings = adapter_settings(values)
+        states, commands, recorded, used = read_transitions(opts.bag, opts.state_topic, opts.cmd_topic)
+        result = retrain(states, commands, start, nominal, settings)
+    except ConfigError as exc:
+        print(f"safe-ctrl-retrain: error: {exc}", file=sys.stderr)
+        return 2
+    print(report(opts.bag, used, settings.config.method, result, recorded))
+    if opts.out:
+        if result.best is None:
+            print(f"no version beat the starting model: {opts.out} not written")
+        else:
+            meta = {**start.meta, "retrained_from": str(opts.bag), "settings": {k: str(v) for k, v in values.items()}}
+            save_model(opts.out, ResidualModel(start.system, start.dt, result.best, start.loss_scale, meta))
+            print(f"model: {opts.out}")
+    if opts.json:
+        doc = {"bag": str(opts.bag), "topics": used, "settings": {k: str(v) for k, v in values.items()},
+               "result": result.summary(), "recorded_adapter": recorded,
+               "rounds": [r.__dict__ for r in result.rounds]}
+        opts.json.write_text(json.dumps(_finite(doc), indent=2) + "\n")
+    return 0
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: non-finite floats become null."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def report(bag: Path, topics: tuple[str, str], method: str, result: RetrainResult, recorded: dict[str, Any]) -> str:
+    s = result.summary()
+    lines = [
+        f"{bag}: {s['transitions']} transitions from {topics[0]} + {topics[1]} ({s['outliers']} outliers dropped, "
+        f"{s['skipped']} states without a predecessor)",
+        f"{method}: {s['rounds']} rounds, {s['versions']} versions accepted; validation loss "
+        f"{result.start_val_loss:.4g} (start model) -> {result.best_val_loss:.4g} "
+        f"({float(s['val_loss_reduction']):.1%} lower); training memory {result.memory_bytes} B; "  # type: ignore[arg-type]
+        f"{result.step_time_ms:.2f} ms per step",
+    ]
+    if recorded:
+        lines.append(
+            f"recorded adapter ({recorded['method']}): {recorded['updates_accepted']} versions accepted, "
+            f"best validation loss {recorded['best_val_loss']:.4g}, "
+            f"training memory {recorded['training_memory_bytes']} B"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
