@@ -56,7 +56,8 @@ def test_retraining_reduces_the_validation_loss_deterministically() -> None:
     assert [r.val_loss for r in first.rounds] == [r.val_loss for r in again.rounds]  # deterministic
     assert first.memory_bytes > 0
     # The rounds run on the recording's clock: one per update_period once the buffers are ready.
-    assert all(b.t - a.t == pytest.approx(settings.update_period) for a, b in zip(first.rounds, first.rounds[1:], strict=False))
+    gaps = [b.t - a.t for a, b in zip(first.rounds, first.rounds[1:], strict=False)]
+    assert gaps == pytest.approx([settings.update_period] * len(gaps))
 
 
 def test_retrain_rejects_mismatched_inputs() -> None:
