@@ -103,3 +103,23 @@ def test_cli_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="already exists"):
         BagWriter(tmp_path / "a", typestore())
+
+
+def test_flagship_table_and_progress(tmp_path: Path) -> None:
+    from safe_ctrl_ros.bringup.flagship import VARIANTS, bag_sim_seconds, table
+
+    bag = tmp_path / "a"
+    write_run(bag, violate_at=0.5)
+    assert bag_sim_seconds(bag) == pytest.approx(1.98)
+    assert bag_sim_seconds(tmp_path / "not_yet") == 0.0
+    row = metrics(load_run(bag))
+    row["run"] = "qzo_ff"
+    row["adapter_memory_bytes"] = 5120
+    labels = {k: v.label for k, v in VARIANTS.items()}
+    text = table([row, {**row, "run": "nominal", "adapter_memory_bytes": None}], labels)
+    lines = text.splitlines()
+    assert lines[2].startswith("| qzo_ff: QZO-FF on board")
+    cells = [c.strip() for c in lines[2].split("|")]
+    assert cells[4] == "1"  # violation steps
+    assert cells[-2] == "5.0"  # KiB
+    assert "| - |" in lines[3]
