@@ -83,9 +83,18 @@ def declare(node: Node, name: str, default: Any, description: str) -> Any:
     """Declare a parameter with its default and description; return its (possibly overridden) value.
 
     An empty list default declares a double array whose default is empty (rclpy cannot infer the
-    type of `[]`).
+    type of `[]`). A whole number given for a float parameter (`duration:=3` on a launch line, `3` in
+    YAML) is taken as that float, where rclpy alone would refuse the type.
     """
     descriptor = ParameterDescriptor(name=name, description=description)
+    overrides = getattr(node, "_parameter_overrides", {})
+    given = overrides.get(name)
+    if given is not None and isinstance(default, float) and given.type_ == Parameter.Type.INTEGER:
+        overrides[name] = Parameter(name, Parameter.Type.DOUBLE, float(given.value))
+    elif given is not None and isinstance(default, list) and given.type_ == Parameter.Type.INTEGER_ARRAY and (
+        not default or all(isinstance(v, float) for v in default)
+    ):
+        overrides[name] = Parameter(name, Parameter.Type.DOUBLE_ARRAY, [float(v) for v in given.value])
     try:
         if isinstance(default, list) and not default:
             value: Any = node.declare_parameter(name, Parameter.Type.DOUBLE_ARRAY, descriptor).value
