@@ -100,3 +100,28 @@ def test_bringup_reports_a_node_that_stops_on_bad_config(tmp_path: Path) -> None
     done = bringup(str(REPO / "launch" / "cartpole_lqr.launch.xml"), f"params:={params}")
     assert done.returncode == 2
     assert "unknown system 'cartpoll'" in done.stdout
+
+
+def test_whole_numbers_are_taken_for_float_parameters() -> None:
+    import rclpy
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    from safe_ctrl_ros.ros.params import declare
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = Node("coerce", context=context, parameter_overrides=[
+            Parameter("duration", Parameter.Type.INTEGER, 3),
+            Parameter("Q", Parameter.Type.INTEGER_ARRAY, [1, 2]),
+            Parameter("steps", Parameter.Type.INTEGER, 4),
+        ])
+        duration = declare(node, "duration", 10.0, "")
+        assert isinstance(duration, float)
+        assert duration == 3.0
+        assert declare(node, "Q", [0.5, 0.5], "") == [1.0, 2.0]
+        assert declare(node, "steps", 1, "") == 4  # an int parameter stays an int
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
