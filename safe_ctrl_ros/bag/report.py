@@ -252,8 +252,9 @@ def tracking_errors(run: Run) -> tuple[FloatArray, FloatArray]:
     return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
 
 
-def comparison_plot(runs: list[Run], path: Path, title: str = "") -> Path:
-    """One figure for several runs: the tracking error over time, disturbance windows shaded."""
+def comparison_plot(runs: list[Run], path: Path, title: str = "", window_s: float = 3.0) -> Path:
+    """One figure for several runs: the tracking error over time (faint) and its rolling RMS over
+    `window_s`, disturbance windows shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -263,7 +264,11 @@ def comparison_plot(runs: list[Run], path: Path, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(9, 3.6))
     for run in runs:
         t, err = tracking_errors(run)
-        ax.plot(t, err, lw=0.9, label=run.name)
+        line = ax.plot(t, err, lw=0.5, alpha=0.35)[0]
+        if t.size > 1:
+            n = max(1, round(window_s / float(np.median(np.diff(t)))))
+            rms = np.sqrt(np.convolve(err**2, np.ones(n) / n, mode="full")[: err.size])  # trailing window
+            ax.plot(t, rms, lw=1.8, color=line.get_color(), label=f"{run.name} ({window_s:g} s RMS)")
     if runs:
         starts = {e.name: _t(e.header) for e in runs[0].events if e.phase == "start"}
         for e in runs[0].events:
