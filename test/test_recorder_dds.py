@@ -98,3 +98,52 @@ def test_replay_reproduces_the_monitors_output(tmp_path: Path) -> None:
         assert list(replayed[key].violated) == list(original[key].violated), key
         assert list(replayed[key].values) == pytest.approx(list(original[key].values), abs=1e-12), key
     assert any(any(replayed[k].violated) for k in common)  # the push's violation is reproduced
+
+
+def _pid_of(node: str, namespace: str) -> int | None:
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"__node:={node}".encode() in args and f"__ns:=/{namespace}".encode() in args:
+            return int(proc.name)
+    return None
+
+
+def test_a_killed_recorder_leaves_a_readable_bag(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    from helpers.ros import start_bringup
+    from safe_ctrl_ros.bringup.flagship import bag_sim_seconds
+
+    bag = tmp_path / "killed"
+    proc = start_bringup(str(LAUNCH), "namespace:=killed", "record:=true", f"bag:={bag}", "autostart:=false",
+                         "duration:=6.0")
+    try:
+        deadline = time.monotonic() + 90
+        while bag_sim_seconds(bag) < 2.0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert bag_sim_seconds(bag) >= 2.0, "the recording did not start"
+        pid = _pid_of("recorder", "killed")
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "recorder" in out
+    assert "exit code -9" in out  # the runner reported the death; the loop went on
+    assert "episode finished: 300 steps" in out
+    run = load_run(bag)
+    assert run.complete is False
+    times = [t for t, _ in run.states]
+    assert times[0] == 0.0
+    assert len(times) >= 100  # everything up to the kill (>= 2 s of sim), less the last flush
+    assert times == pytest.approx([k * 0.02 for k in range(len(times))])  # a gap-free prefix
+    assert metrics(run)["recording_complete"] is False
