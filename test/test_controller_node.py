@@ -107,16 +107,12 @@ def test_model_updates_are_checked_and_swapped_in(ros_context: object) -> None:
     node.create_subscription(ControllerStatus, "/upd/controller/status", statuses.append, STATUS_QOS)
     state_pub = node.create_publisher(State, "/upd/state", STATE_QOS)
     model_pub = node.create_publisher(ModelUpdate, "/upd/adapter/model", LATCHED_QOS)
-    k = 0
-
-    def send_state() -> None:
-        nonlocal k
-        k += 1
-        state_pub.publish(state_msg(np.array([0.0, 0.0, 0.05, 0.0]), k * 20_000_000))
+    def send_state() -> None:  # stamped now: the controller runs on wall time here
+        state_pub.publish(state_msg(np.array([0.0, 0.0, 0.05, 0.0]), node.get_clock().now().nanoseconds))
 
     try:
         assert spin_until(executor, lambda: state_pub.get_subscription_count() > 0, 30.0)
-        node.create_timer(0.02, send_state)
+        timer = node.create_timer(0.02, send_state)
         assert spin_until(executor, lambda: len(statuses) > 3, 30.0)
         assert statuses[-1].model_version == 0
         bad = ModelUpdate(version=3, activation="tanh", layer_sizes=[5, 9, 4],
@@ -131,6 +127,20 @@ def test_model_updates_are_checked_and_swapped_in(ros_context: object) -> None:
         model_pub.publish(good)
         assert spin_until(executor, lambda: statuses[-1].model_version == 7, 20.0)
         assert not statuses[-1].fallback_active
+        # A stale state (stamped 0.5 s ago, max_state_age 0.1 s) gets the fallback, with the reason.
+        timer.cancel()
+        spin_until(executor, lambda: False, 0.8)  # the last answered state is now 0.8 s old
+        old = node.get_clock().now().nanoseconds - 500_000_000
+        count = len(statuses)
+        state_pub.publish(state_msg(np.array([0.0, 0.0, 0.05, 0.0]), old + 1))
+        assert spin_until(executor, lambda: len(statuses) > count, 10.0)
+        assert statuses[-1].fallback_active
+        assert statuses[-1].fallback_reason.startswith("stale state: 0.5")
+        # A state older than one already answered is dropped: no status, no command for it.
+        count = len(statuses)
+        state_pub.publish(state_msg(np.array([0.0, 0.0, 0.05, 0.0]), old))
+        spin_until(executor, lambda: False, 1.0)
+        assert len(statuses) == count
     finally:
         node.destroy_node()
         ctrl.terminate()
@@ -142,3 +152,4 @@ def test_model_updates_are_checked_and_swapped_in(ros_context: object) -> None:
             raise AssertionError(f"the controller did not stop on SIGTERM:\n{output}") from None
     assert "model update v3 rejected: layer sizes [5, 9, 4] do not match the controller's [5, 8, 4]" in output
     assert "model v7 in use" in output
+    assert "older than the last answered" in output

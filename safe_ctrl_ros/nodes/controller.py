@@ -5,8 +5,9 @@ While the constraint monitor's `safety/request` (latched) asks for it, every ste
 `controller` selects the primary law (lqr | nmpc). The NMPC may carry a learned residual whose
 weights arrive on `adapter/model` and are swapped in between two solves; updates whose shapes do not
 match are rejected with a logged reason. On an unusable state, a solver failure, a non-finite
-result or a missed deadline the node falls back (LQR or a safe command) for that step and says so
-on `~/status`. The controller's model (`system`, `model.*`) is configured independently of the
+result, a missed deadline or a stale state (older than `max_state_age` on the node's clock) the
+node falls back (LQR or a safe command) for that step and says so on `~/status`; a state older than
+one already answered is dropped (counted, logged). The controller's model (`system`, `model.*`) is configured independently of the
 plant's, so a model mismatch is a parameter change.
 """
 
@@ -76,6 +77,9 @@ class ControllerNode(Node):
                     "lockstep: answer a state only after the monitor's status for it (deterministic reactions)")
         )
         self.sync_timeout = float(declare(self, "safety.sync_timeout", 0.5, "wall s to wait for the monitor"))
+        self.max_state_age = float(
+            declare(self, "max_state_age", 0.1, "s (node clock): an older state is stale and gets the fallback; 0 = off")
+        )
         fallback = str(declare(self, "fallback.mode", "lqr", "lqr | command"))
         safe_cmd = float_list(declare(self, "fallback.command", [], "safe command; empty = equilibrium input"), "cmd")
         reject_unknown_overrides(self)
@@ -100,6 +104,8 @@ class ControllerNode(Node):
             SafetyRequest, "safety/request", self._on_safety, LATCHED_QOS, callback_group=group
         )
         self._last: tuple[int, Command] | None = None
+        self.stale_states = 0
+        self.out_of_order = 0
         self._monitor_stamp = -1
         self._pending: tuple[State, float] | None = None
         self.sync_timeouts = 0
@@ -183,6 +189,14 @@ class ControllerNode(Node):
             # The plant re-sent a state we already answered: answer with the same command.
             self.cmd_pub.publish(self._last[1])
             return
+        if self._last is not None and stamp < self._last[0]:
+            self.out_of_order += 1  # a state older than one already answered: its command would be late
+            self.get_logger().warning(
+                f"dropped a state stamped {stamp * 1e-9:.3f} s, older than the last answered "
+                f"({self._last[0] * 1e-9:.3f} s); {self.out_of_order} so far",
+                throttle_duration_sec=1.0,
+            )
+            return
         if self.sync and stamp > self._monitor_stamp:
             self._pending = (msg, time.monotonic())  # answered when the monitor has judged it
             return
@@ -190,7 +204,12 @@ class ControllerNode(Node):
 
     def _answer(self, msg: State) -> None:
         stamp = stamp_to_ns(msg.header.stamp)
-        report = self.law.compute(vector_of(msg.x), stamp * 1e-9, force_fallback=self.safety_reason)
+        reason = self.safety_reason
+        age = (self.get_clock().now().nanoseconds - stamp) * 1e-9
+        if self.max_state_age > 0 and age > self.max_state_age and not reason:
+            self.stale_states += 1
+            reason = f"stale state: {age:.3f} s old (max_state_age {self.max_state_age} s)"
+        report = self.law.compute(vector_of(msg.x), stamp * 1e-9, force_fallback=reason)
         cmd = command_msg(report.u, stamp, msg.header.frame_id)
         self.cmd_pub.publish(cmd)
         self._last = (stamp, cmd)
