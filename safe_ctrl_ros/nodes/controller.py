@@ -78,7 +78,7 @@ class ControllerNode(Node):
         )
         self.sync_timeout = float(declare(self, "safety.sync_timeout", 0.5, "wall s to wait for the monitor"))
         self.max_state_age = float(
-            declare(self, "max_state_age", 0.1, "s (node clock): an older state is stale and gets the fallback; 0 = off")
+            declare(self, "max_state_age", 0.1, "s (node clock): an older state is stale, gets the fallback; 0 = off")
         )
         fallback = str(declare(self, "fallback.mode", "lqr", "lqr | command"))
         safe_cmd = float_list(declare(self, "fallback.command", [], "safe command; empty = equilibrium input"), "cmd")
