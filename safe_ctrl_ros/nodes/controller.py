@@ -7,8 +7,8 @@ weights arrive on `adapter/model` and are swapped in between two solves; updates
 match are rejected with a logged reason. On an unusable state, a solver failure, a non-finite
 result, a missed deadline or a stale state (older than `max_state_age` on the node's clock) the
 node falls back (LQR or a safe command) for that step and says so on `~/status`; a state older than
-one already answered is dropped (counted, logged). The controller's model (`system`, `model.*`) is configured independently of the
-plant's, so a model mismatch is a parameter change.
+one already answered is dropped (counted, logged). The controller's model (`system`, `model.*`) is
+configured independently of the plant's, so a model mismatch is a parameter change.
 """
 
 from __future__ import annotations
