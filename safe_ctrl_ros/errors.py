@@ -23,5 +23,7 @@ def read_yaml(path: str | Path, what: str) -> Any:
         raise ConfigError(f"{what} '{file}' does not exist")
     try:
         return yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{what} '{file}' is not valid YAML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{what} '{file}' cannot be read: {exc}") from exc

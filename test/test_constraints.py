@@ -55,15 +55,15 @@ def test_non_finite_is_a_violation() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"kind": "box"}, "kind must be one of"),
+        ({"kind": "box"}, r"constraints\[0\]\.kind: expected one of"),
         ({"kind": "bounded", "lower": 0.0, "upper": [1.0, 2.0, 3.0]}, "lower and upper need"),
         ({"kind": "bounded", "lower": 1.0, "upper": 0.0}, "lower > upper"),
         ({"kind": "bounded", "active_dims": [5], "lower": 0, "upper": 1}, "active_dims"),
         ({"kind": "linear", "A": [[1.0, 2.0, 3.0]], "b": [1.0]}, "A must be"),
         ({"kind": "quadratic", "P": [[1.0]], "b": 1.0}, "P must be"),
         ({"kind": "bounded", "lower": 0, "upper": 1, "colour": "red"}, "unknown key"),
-        ({"kind": "bounded", "lower": "low", "upper": 1}, "expected numbers"),
-        ({"kind": "bounded", "variable": "output", "lower": 0, "upper": 1}, "variable must be"),
+        ({"kind": "bounded", "lower": "low", "upper": 1}, r"constraints\[0\]\.lower: expected a number"),
+        ({"kind": "bounded", "variable": "output", "lower": 0, "upper": 1}, r"\[0\]\.variable: expected one of"),
     ],
 )
 def test_bad_constraint_configs_are_named(spec: dict[str, object], message: str) -> None:

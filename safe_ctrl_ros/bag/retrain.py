@@ -40,7 +40,9 @@ def node_params(params_file: Path, node: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, section in data.items():
         name = str(key).rstrip("/").split("/")[-1]
-        if name in ("**", node) and isinstance(section, dict):
+        if name in ("**", node):
+            if not isinstance(section, dict) or not isinstance(section.get("ros__parameters", {}), dict):
+                raise ConfigError(f"params file '{params_file}': '{key}.ros__parameters' must be a mapping")
             out.update(flatten(section.get("ros__parameters") or {}))
     return out
 
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         nominal = systems.make(system, **model_overrides)
         start = load_model(opts.model_file, nominal.nx, nominal.nu)
         values.setdefault("dt", start.dt)
-        settings = adapter_settings(values)
+        settings = adapter_settings(values, where=f"params file '{opts.params_file}'" if opts.params_file else "")
         states, commands, recorded, used = read_transitions(opts.bag, opts.state_topic, opts.cmd_topic)
         result = retrain(states, commands, start, nominal, settings)
     except ConfigError as exc:

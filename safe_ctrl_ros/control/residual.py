@@ -131,4 +131,6 @@ def dequantize(
             theta[pos : pos + size] = ints[pos : pos + size].astype(np.float64) * scl[tensor]
             pos += size
             tensor += 1
+    if not np.all(np.isfinite(theta)):
+        raise ConfigError("weights times scales overflow: the dequantized weights are not finite")
     return theta

@@ -80,7 +80,23 @@ class SupervisedController:
         return report
 
     def compute(self, x: ArrayLike, t: float, force_fallback: str = "") -> StepReport:
-        """The command for state x at time t (force_fallback: a reason to skip the primary law)."""
+        """The command for state x at time t (force_fallback: a reason to skip the primary law).
+
+        Never non-finite: a law whose command is not finite (LQR on a huge but finite state, a NaN
+        reference) gives the safe command for that step, as a fallback.
+        """
+        report = self._compute(x, t, force_fallback)
+        if report.u.shape != self.safe_command.shape or not np.all(np.isfinite(report.u)):
+            if not report.fallback_active:
+                self.fallbacks_total += 1
+            law = "fallback LQR" if report.fallback_active else self.kind
+            reason = f"non-finite command from {law}: safe command"
+            report.fallback_reason = f"{report.fallback_reason}; {reason}" if report.fallback_reason else reason
+            report.fallback_active = True
+            report.u = self.safe_command.copy()
+        return report
+
+    def _compute(self, x: ArrayLike, t: float, force_fallback: str) -> StepReport:
         xv = np.asarray(x, dtype=np.float64).reshape(-1)
         report = StepReport(u=self.safe_command.copy(), controller=self.kind)
         if xv.size != self.model.nx or not np.all(np.isfinite(xv)):

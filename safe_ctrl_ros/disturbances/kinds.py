@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from safe_ctrl_ros.config_check import array, choice, no_unknown_keys, number, shown
 from safe_ctrl_ros.errors import ConfigError
 from safe_ctrl_ros.systems.base import FloatArray
 
@@ -33,14 +34,15 @@ _OPTIONS: dict[str, dict[str, Any]] = {
 
 
 def _per_dim(value: Any, dim: int, what: str) -> FloatArray:
+    """One number for every dimension, or `dim` numbers; finite, real (not text, not bool)."""
     try:
-        arr = np.asarray(value, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{what}: expected a number or {dim} numbers, got {value!r}") from exc
+        arr = array(value, what, 1)
+    except ConfigError:
+        arr = np.zeros(0)
     if arr.size == 1:
         arr = np.full(dim, arr[0])
-    if arr.size != dim or not np.all(np.isfinite(arr)):
-        raise ConfigError(f"{what}: expected a finite number or {dim} finite numbers, got {value!r}")
+    if arr.size != dim:
+        raise ConfigError(f"{what}: expected a finite number or {dim} finite numbers, got {shown(value)}")
     return arr
 
 
@@ -89,29 +91,29 @@ class Signal:
 
 
 def make_signal(
-    name: str, spec: dict[str, Any], dim: int, rng: np.random.Generator, dt: float
+    where: str, spec: dict[str, Any], dim: int, rng: np.random.Generator, dt: float
 ) -> Signal:
+    """The signal of one disturbance's mapping; errors name keys under `where` (e.g. disturbances[1])."""
     spec = dict(spec)
-    kind = str(spec.pop("kind", ""))
-    where = f"disturbance '{name}'"
-    if kind not in KINDS:
-        raise ConfigError(f"{where}: kind must be one of {KINDS}, got '{kind}'")
-    start = float(spec.pop("start", 0.0))
-    duration = float(spec.pop("duration", 0.0))
-    if not (math.isfinite(start) and start >= 0 and math.isfinite(duration) and duration >= 0):
-        raise ConfigError(f"{where}: start and duration must be finite and >= 0 s")
+    kind = choice(spec.pop("kind", None), KINDS, f"{where}.kind")
+    known = {"name", "target", "enabled", "kind", "start", "duration", "mask", *_OPTIONS[kind]}
+    no_unknown_keys(spec, known, f"{where} (kind {kind})")
+    start = number(spec.pop("start", 0.0), f"{where}.start", 0.0)
+    duration = number(spec.pop("duration", 0.0), f"{where}.duration", 0.0)
     if kind == "impulse" and duration <= 0:
-        raise ConfigError(f"{where}: an impulse needs a duration > 0 s")
-    mask = _per_dim(spec.pop("mask", 1.0), dim, f"{where}: mask")
+        raise ConfigError(f"{where}.duration: an impulse needs a duration > 0 s, got {duration:g}")
+    mask = _per_dim(spec.pop("mask", 1.0), dim, f"{where}.mask")
     options = {}
     for key, default in _OPTIONS[kind].items():
-        options[key] = _per_dim(spec.pop(key, default), dim, f"{where}: {key}")
+        options[key] = _per_dim(spec.pop(key, default), dim, f"{where}.{key}")
     if kind == "impulse" and not np.all((options["decay_rate"] > 0) & (options["decay_rate"] <= 1)):
-        raise ConfigError(f"{where}: decay_rate must be in (0, 1]")
+        raise ConfigError(f"{where}.decay_rate: expected numbers in (0, 1], got {options['decay_rate'].tolist()}")
     if kind == "uniform" and np.any(options["low"] > options["high"]):
-        raise ConfigError(f"{where}: low must be <= high")
+        raise ConfigError(f"{where}.low: expected low <= high in every dimension")
+    with np.errstate(over="ignore"):
+        span = options["high"] - options["low"] if kind == "uniform" else np.zeros(0)
+    if not np.all(np.isfinite(span)):
+        raise ConfigError(f"{where}.high: high - low must be a finite number (numpy cannot draw from it)")
     if kind == "white_noise" and np.any(options["std"] < 0):
-        raise ConfigError(f"{where}: std must be >= 0")
-    if spec:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(spec)} for kind '{kind}'")
+        raise ConfigError(f"{where}.std: expected numbers >= 0, got {options['std'].tolist()}")
     return Signal(kind, dim, start, duration, mask, options, rng, dt)

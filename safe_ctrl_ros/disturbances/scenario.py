@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from safe_ctrl_ros import config_check as check
 from safe_ctrl_ros.disturbances.kinds import Signal, make_signal
 from safe_ctrl_ros.errors import ConfigError, read_yaml
 from safe_ctrl_ros.systems.base import WRENCH_SIZE, FloatArray
@@ -87,7 +88,7 @@ class Scenario:
         names = [d.name for d in disturbances]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ConfigError(f"disturbance names must be unique; repeated: {dupes}")
+            raise ConfigError(f"disturbances: each name must be unique; repeated: {dupes}")
         self.disturbances = disturbances
         self.seed = seed
 
@@ -131,56 +132,56 @@ class Scenario:
 
 
 def make_scenario(
-    data: dict[str, Any], nx: int, nu: int, dt: float, param_names: list[str] | None = None,
+    data: Any, nx: int, nu: int, dt: float, param_names: list[str] | None = None,
     seed_override: int | None = None,
 ) -> Scenario:
-    if not isinstance(data, dict):
-        raise ConfigError("a disturbance scenario must be a mapping with 'seed' and 'disturbances'")
-    unknown = sorted(set(data) - {"seed", "disturbances"})
-    if unknown:
-        raise ConfigError(f"disturbance scenario: unknown top-level key(s) {unknown}")
-    seed = int(data.get("seed", 0)) if seed_override is None else int(seed_override)
-    items = data.get("disturbances") or []
+    """A scenario from its mapping; errors name the key path (`disturbances[1].magnitude`)."""
+    top = check.mapping(data, "top level")
+    check.no_unknown_keys(top, ["seed", "disturbances"], "top level")
+    seed = check.integer(top.get("seed", 0), "seed") if seed_override is None else int(seed_override)
+    items = top.get("disturbances")
+    if items is None:
+        items = []
     if not isinstance(items, list):
-        raise ConfigError("'disturbances' must be a list")
+        raise ConfigError(f"disturbances: expected a list of mappings, got {check.shown(items)}")
     out = []
     for i, raw in enumerate(items):
-        if not isinstance(raw, dict):
-            raise ConfigError(f"disturbance #{i}: expected a mapping, got {raw!r}")
-        spec = dict(raw)
-        name = str(spec.pop("name", f"disturbance_{i}"))
+        where = f"disturbances[{i}]"
+        spec = check.mapping(raw, where)
+        name = check.text(spec.pop("name", f"disturbance_{i}"), f"{where}.name")
         if not _NAME.match(name):
-            raise ConfigError(f"disturbance name '{name}' must start with a letter and hold only letters, digits, _")
-        target = str(spec.pop("target", ""))
-        if target not in TARGETS:
-            raise ConfigError(f"disturbance '{name}': target must be one of {TARGETS}, got '{target}'")
-        enabled = bool(spec.pop("enabled", True))
+            raise ConfigError(
+                f"{where}.name: '{name}' must start with a letter and hold only letters, digits, _"
+            )
+        target = check.choice(spec.pop("target", None), TARGETS, f"{where}.target")
+        enabled = check.flag(spec.pop("enabled", True), f"{where}.enabled")
         if target == "parameter":
-            out.append(Disturbance(name, target, change=_parameter_change(name, spec, param_names), enabled=enabled))
+            change = _parameter_change(where, spec, param_names)
+            out.append(Disturbance(name, target, change=change, enabled=enabled))
             continue
         dim = {"observation": nx, "action": nu, "force": WRENCH_SIZE}[target]
-        signal = make_signal(name, spec, dim, generator_for(seed, name), dt)
+        signal = make_signal(where, spec, dim, generator_for(seed, name), dt)
         out.append(Disturbance(name, target, signal=signal, enabled=enabled))
     return Scenario(out, seed)
 
 
-def _parameter_change(name: str, spec: dict[str, Any], param_names: list[str] | None) -> ParameterChange:
-    where = f"disturbance '{name}'"
-    parameter = str(spec.pop("parameter", ""))
+def _parameter_change(where: str, spec: dict[str, Any], param_names: list[str] | None) -> ParameterChange:
+    known = ["name", "target", "enabled", "parameter", "value", "scale", "start", "duration"]
+    check.no_unknown_keys(spec, known, f"{where} (a parameter change)")
+    parameter = check.text(spec.pop("parameter", None), f"{where}.parameter")
     if param_names is not None and parameter not in param_names:
-        raise ConfigError(f"{where}: unknown plant parameter '{parameter}'; known: {sorted(param_names)}")
+        raise ConfigError(f"{where}.parameter: unknown plant parameter '{parameter}'; known: {sorted(param_names)}")
     value = spec.pop("value", None)
     scale = spec.pop("scale", None)
     if (value is None) == (scale is None):
         raise ConfigError(f"{where}: give exactly one of 'value' and 'scale'")
-    start, duration = float(spec.pop("start", 0.0)), float(spec.pop("duration", 0.0))
-    if spec:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(spec)} for a parameter change")
-    for what, v in (("value", value), ("scale", scale)):
-        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-            raise ConfigError(f"{where}: {what} must be a positive number, got {v!r}")
-    return ParameterChange(parameter, start, duration, None if value is None else float(value),
-                           None if scale is None else float(scale))
+    start = check.number(spec.pop("start", 0.0), f"{where}.start", 0.0)
+    duration = check.number(spec.pop("duration", 0.0), f"{where}.duration", 0.0)
+    return ParameterChange(
+        parameter, start, duration,
+        None if value is None else check.number(value, f"{where}.value", 0.0, low_open=True),
+        None if scale is None else check.number(scale, f"{where}.scale", 0.0, low_open=True),
+    )
 
 
 def load_scenario(
@@ -190,6 +191,6 @@ def load_scenario(
     file = Path(path)
     data = read_yaml(file, "disturbance scenario")
     try:
-        return make_scenario(data or {}, nx, nu, dt, param_names, seed_override)
+        return make_scenario({} if data is None else data, nx, nu, dt, param_names, seed_override)
     except ConfigError as exc:
         raise ConfigError(f"disturbance scenario '{file}': {exc}") from exc

@@ -131,8 +131,12 @@ class OnlineAdapter:
             return False
         if not (np.all(np.isfinite(xv)) and np.all(np.isfinite(uv)) and np.all(np.isfinite(xn))):
             return False
-        target = xn - np.asarray(self.step_fn(xv, uv, np.zeros(WRENCH_SIZE))).reshape(-1)
-        if self.cfg.outlier_scales > 0 and np.any(np.abs(target) > self.cfg.outlier_scales * self.scale):
+        with np.errstate(over="ignore", invalid="ignore"):
+            target = xn - np.asarray(self.step_fn(xv, uv, np.zeros(WRENCH_SIZE))).reshape(-1)
+        # A non-finite target (the nominal model overflows on a huge, finite state) is an outlier
+        # even with outlier_scales 0: one NaN in the buffer would make every loss NaN.
+        far = self.cfg.outlier_scales > 0 and np.any(np.abs(target) > self.cfg.outlier_scales * self.scale)
+        if far or not np.all(np.isfinite(target)):
             self.outliers += 1
             return False
         self.seen += 1

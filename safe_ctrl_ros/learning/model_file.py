@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from safe_ctrl_ros.control.residual import ResidualSpec
 from safe_ctrl_ros.errors import ConfigError
-from safe_ctrl_ros.learning.fixed_point import QuantizedMLP
+from safe_ctrl_ros.learning.fixed_point import W_MAX, QuantizedMLP
+from safe_ctrl_ros.systems import SYSTEM_NAMES
 from safe_ctrl_ros.systems.base import FloatArray
 
 
@@ -44,29 +46,94 @@ def save_model(path: str | Path, model: ResidualModel) -> None:
         )
 
 
+KEYS = ("system", "dt", "hidden", "activation", "in_gain", "out_gain", "weights", "scales", "a_scale", "loss_scale")
+SCALE_RANGE = (1e-30, 1e30)  # quantization scales: their products and ratios stay far from 0 and inf
+
+
+def _numbers(d: dict[str, NDArray[Any]], key: str, where: str, size: int | None = None,
+             low: float | None = None, high: float | None = None, integer: bool = False) -> NDArray[Any]:
+    """The numeric array `key`: 1-D (of `size` entries if given) or, with size 0, a scalar; checked."""
+    arr = d[key]
+    kinds = "iu" if integer else "iuf"
+    scalar = size == 0
+    what = ("an integer" if integer else "a finite number") if scalar else (
+        f"{'' if size is None else size} {'integers' if integer else 'finite numbers'}".strip()
+    )
+    if low is not None:
+        what += f" >= {low:g}" if high is None else f" in [{low:g}, {high:g}]"
+    ok = arr.dtype.kind in kinds and (arr.ndim == 0 if scalar else arr.ndim == 1 and (size is None or arr.size == size))
+    if ok and arr.dtype.kind == "f":
+        ok = bool(np.all(np.isfinite(arr)))
+    if ok and low is not None:
+        ok = bool(np.all(arr >= low)) and (high is None or bool(np.all(arr <= high)))
+    if not ok:
+        shown = np.array2string(arr, threshold=6, precision=4) if arr.dtype.kind in "biuf" else repr(arr)
+        raise ConfigError(f"{where}: key '{key}': expected {what}, got {arr.dtype} {arr.shape} {shown}")
+    return arr
+
+
+def _text(d: dict[str, NDArray[Any]], key: str, where: str) -> str:
+    arr = d[key]
+    if arr.dtype.kind != "U" or arr.ndim != 0:
+        raise ConfigError(f"{where}: key '{key}': expected text, got {arr.dtype} {arr.shape}")
+    return str(arr)
+
+
 def load_model(path: str | Path, nx: int | None = None, nu: int | None = None) -> ResidualModel:
+    """Load and check a model file: every key's type, size and range; errors name the file and key."""
     file = Path(path)
+    where = f"residual model file '{file}'"
     if not file.is_file():
-        raise ConfigError(f"residual model file '{file}' does not exist")
+        raise ConfigError(f"{where} does not exist")
     try:
-        with np.load(file, allow_pickle=False) as data:
+        loaded = np.load(file, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ConfigError("not an .npz archive (np.savez)")
+        with loaded as data:
             d = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"residual model file '{file}' cannot be read: {exc}") from exc
-    missing = {"system", "dt", "hidden", "activation", "in_gain", "out_gain", "weights", "scales", "a_scale",
-               "loss_scale"} - set(d)
+    except Exception as exc:  # numpy and zipfile raise many kinds on a damaged file
+        raise ConfigError(f"{where} cannot be read: {exc}") from exc
+    unknown = set(d) - {*KEYS, "meta"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted([*KEYS, 'meta'])}")
+    missing = set(KEYS) - set(d)
     if missing:
-        raise ConfigError(f"residual model file '{file}' lacks {sorted(missing)}")
-    out_gain = np.asarray(d["out_gain"], dtype=np.float64)
-    in_gain = np.asarray(d["in_gain"], dtype=np.float64)
+        raise ConfigError(f"{where} lacks {sorted(missing)}")
+    system = _text(d, "system", where)
+    if system not in SYSTEM_NAMES:
+        raise ConfigError(f"{where}: key 'system': expected one of {SYSTEM_NAMES}, got '{system}'")
+    dt = float(_numbers(d, "dt", where, 0, low=1e-9))
+    out_gain = _numbers(d, "out_gain", where).astype(np.float64)
+    in_gain = _numbers(d, "in_gain", where).astype(np.float64)
     n_x = out_gain.size
     n_u = in_gain.size - n_x
+    if n_x < 1 or n_u < 1:
+        raise ConfigError(f"{where}: keys 'in_gain', 'out_gain': expected nx + nu and nx >= 1 numbers with nu >= 1, "
+                          f"got {in_gain.size} and {n_x}")
     if (nx is not None and nx != n_x) or (nu is not None and nu != n_u):
-        raise ConfigError(f"residual model file '{file}' is for nx={n_x}, nu={n_u}; expected nx={nx}, nu={nu}")
-    spec = ResidualSpec(n_x, n_u, tuple(int(h) for h in d["hidden"]), str(d["activation"]), in_gain, out_gain)
+        raise ConfigError(f"{where} is for nx={n_x}, nu={n_u} (sizes of 'out_gain', 'in_gain'); "
+                          f"expected nx={nx}, nu={nu}")
+    hidden = tuple(int(h) for h in _numbers(d, "hidden", where, low=1, high=4096, integer=True))
+    activation = _text(d, "activation", where)
     try:
-        net = QuantizedMLP.from_update(spec, d["weights"], d["scales"], d["a_scale"])
+        spec = ResidualSpec(n_x, n_u, hidden, activation, in_gain, out_gain)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: key 'activation': {exc}") from exc
+    n_tensors = 2 * len(spec.shapes)
+    weights = _numbers(d, "weights", where, spec.num_params, -W_MAX, W_MAX, integer=True)
+    scales = _numbers(d, "scales", where, n_tensors, *SCALE_RANGE)
+    a_scale = _numbers(d, "a_scale", where, len(spec.shapes), *SCALE_RANGE)
+    loss_scale = _numbers(d, "loss_scale", where, n_x, low=1e-12).astype(np.float64)
+    try:
+        net = QuantizedMLP.from_update(spec, weights, scales, a_scale)
     except (ValueError, ConfigError) as exc:
-        raise ConfigError(f"residual model file '{file}': {exc}") from exc
-    meta = json.loads(str(d["meta"])) if "meta" in d else {}
-    return ResidualModel(str(d["system"]), float(d["dt"]), net, np.asarray(d["loss_scale"], dtype=np.float64), meta)
+        raise ConfigError(f"{where}: {exc}") from exc
+    meta: Any = {}
+    if "meta" in d:
+        try:
+            meta = json.loads(_text(d, "meta", where))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{where}: key 'meta': expected JSON text, got {exc}") from exc
+        if not isinstance(meta, dict):
+            raise ConfigError(f"{where}: key 'meta': expected a JSON object, got {type(meta).__name__}")
+    return ResidualModel(system, dt, net, loss_scale, meta)

@@ -7,11 +7,14 @@ either into the core's configuration, so a setting tried offline on a bag means 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+from safe_ctrl_ros import config_check as check
+from safe_ctrl_ros.errors import ConfigError
 from safe_ctrl_ros.learning.adapter import METHODS, AdapterConfig, Method
+from safe_ctrl_ros.learning.fixed_point import GUARD
 from safe_ctrl_ros.learning.trainers import Estimator, ForwardGradientConfig, Trainable
 
 # name -> (default, description)
@@ -49,8 +52,53 @@ class AdapterSettings:
     steps_per_update: int
 
 
+# Parameters of the adapter node that are not settings (the model, rollback, rclpy's own): a params
+# file section may hold them; any other name is a typo.
+NODE_PARAMETERS = ("system", "rollback.on_violations", "rollback.window", "use_sim_time",
+                   "start_type_description_service")
+NODE_PREFIXES = ("model.", "qos_overrides.")
+MAX_COUNT = 1_000_000  # buffers are allocated up front: a mistyped 2e9 must not exhaust memory
+
+
+def _positive(v: Any, w: str) -> float:
+    return check.number(v, w, 0.0, low_open=True)
+
+
+def _unit(v: Any, w: str) -> float:
+    return check.number(v, w, 0.0, 1.0, high_open=True)
+
+
+# name -> the check of its value (a ConfigError names the parameter and the expected type or range)
+_CHECKS: dict[str, Callable[[Any, str], Any]] = {
+    "dt": _positive,
+    "model_file": check.text,
+    "method": lambda v, w: check.choice(v, METHODS, w),
+    "buffer_size": lambda v, w: check.integer(v, w, 10, MAX_COUNT),
+    "val_every": lambda v, w: check.integer(v, w, 2, MAX_COUNT),
+    "batch_size": lambda v, w: check.integer(v, w, 1, MAX_COUNT),
+    "margin": _unit,
+    "min_val": lambda v, w: check.integer(v, w, 1, MAX_COUNT),
+    "bp_lr": _positive,
+    "seed": check.integer,
+    "outlier_scales": lambda v, w: check.number(v, w, 0.0),
+    "update_period": _positive,
+    "steps_per_update": lambda v, w: check.integer(v, w, 1, MAX_COUNT),
+    "trainer.eps": _positive,
+    "trainer.lr": _positive,
+    "trainer.estimator": lambda v, w: check.choice(v, ("projected", "sign"), w),
+    "trainer.perturbations": lambda v, w: check.integer(v, w, 1, 1000),
+    "trainer.momentum": _unit,
+    "trainer.train": lambda v, w: check.choice(v, ("all", "last_layer", "biases"), w),
+    "trainer.sparsity": _unit,
+    "trainer.seed": check.integer,
+}
+
+
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{'trainer': {'eps': 8}} -> {'trainer.eps': 8}, as ROS flattens nested parameters."""
+    if not isinstance(params, Mapping):
+        where = prefix.rstrip(".") or "ros__parameters"
+        raise ConfigError(f"{where}: expected a mapping of parameters, got {check.shown(params)}")
     out: dict[str, Any] = {}
     for key, value in params.items():
         name = f"{prefix}{key}"
@@ -61,9 +109,24 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def adapter_settings(values: Mapping[str, Any]) -> AdapterSettings:
-    """Settings from parameter values by name (missing names take PARAMETERS' defaults)."""
-    v = {name: values.get(name, default) for name, (default, _) in PARAMETERS.items()}
+def adapter_settings(values: Mapping[str, Any], where: str = "") -> AdapterSettings:
+    """Settings from parameter values by name (missing names take PARAMETERS' defaults).
+
+    Every value is checked for its type and range, and names that are neither settings nor other
+    adapter-node parameters are rejected; errors name the parameter (after `where`, e.g. a file).
+    """
+    prefix = f"{where}: " if where else ""
+    known = (*PARAMETERS, *NODE_PARAMETERS)
+    unknown = sorted(str(n) for n in values if n not in known and not str(n).startswith(NODE_PREFIXES))
+    if unknown:
+        raise ConfigError(f"{prefix}unknown adapter parameter(s) {unknown}; known: {sorted(PARAMETERS)}")
+    v = {name: _CHECKS[name](values.get(name, default), prefix + name) for name, (default, _) in PARAMETERS.items()}
+    if v["batch_size"] > v["buffer_size"]:
+        raise ConfigError(f"{prefix}batch_size: expected at most buffer_size ({v['buffer_size']}), "
+                          f"got {v['batch_size']}: training would never start")
+    if v["method"] == "qzo_ff" and not (v["trainer.eps"] == int(v["trainer.eps"]) and v["trainer.eps"] <= GUARD):
+        raise ConfigError(f"{prefix}trainer.eps: expected an integer in [1, {GUARD}] for qzo_ff (integer units), "
+                          f"got {v['trainer.eps']:g}")
     trainer = ForwardGradientConfig(
         eps=float(v["trainer.eps"]),
         lr=float(v["trainer.lr"]),

@@ -15,8 +15,15 @@ def stamp_to_ns(stamp: TimeMsg) -> int:
     return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
 
 
+SEC_MIN, SEC_MAX = -(2**31), 2**31 - 1  # builtin_interfaces/Time.sec is an int32
+
+
 def ns_to_stamp(ns: int) -> TimeMsg:
-    return TimeMsg(sec=ns // NS_PER_S, nanosec=ns % NS_PER_S)
+    """A stamp; ValueError outside Time's int32 seconds (the message would silently wrap around)."""
+    sec = ns // NS_PER_S
+    if not SEC_MIN <= sec <= SEC_MAX:
+        raise ValueError(f"time {ns} ns is outside the range of builtin_interfaces/Time (int32 seconds)")
+    return TimeMsg(sec=sec, nanosec=ns % NS_PER_S)
 
 
 def state_msg(x: NDArray[np.float64], stamp_ns: int, frame_id: str = "") -> State:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from safe_ctrl_ros import config_check as check
 from safe_ctrl_ros.errors import ConfigError, read_yaml
 from safe_ctrl_ros.systems.base import FloatArray
 
@@ -92,7 +94,7 @@ class ConstraintSet:
         self.constraints = list(constraints)
         names = [c.name for c in self.constraints]
         if len(set(names)) != len(names):
-            raise ConfigError(f"constraint names must be unique, got {names}")
+            raise ConfigError(f"constraints: each name must be unique, got {names}")
 
     @property
     def row_names(self) -> list[str]:
@@ -111,86 +113,72 @@ class ConstraintSet:
         return ConstraintSet([c for c in self.constraints if c.variable == "state"])
 
 
-def _array(value: Any, what: str, ndim: int) -> FloatArray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{what}: expected numbers, got {value!r}") from exc
-    if ndim == 1:
-        arr = np.atleast_1d(arr)
-    if arr.ndim != ndim:
-        raise ConfigError(f"{what}: expected a {'vector' if ndim == 1 else 'matrix'}, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ConfigError(f"{what}: contains non-finite values")
-    return arr
+def make_constraint(spec: Mapping[str, Any], nx: int, nu: int, index: int = 0, where: str = "") -> Constraint:
+    """One constraint from its config mapping (see docs/SAFETY.md for the keys).
 
-
-def make_constraint(spec: Mapping[str, Any], nx: int, nu: int, index: int = 0) -> Constraint:
-    """One constraint from its config mapping (see docs/CONSTRAINTS.md for the keys)."""
-    spec = dict(spec)
-    kind = str(spec.pop("kind", ""))
-    name = str(spec.pop("name", f"{kind}_{index}"))
-    where = f"constraint '{name}'"
-    if kind not in KINDS:
-        raise ConfigError(f"{where}: kind must be one of {KINDS}, got '{kind}'")
-    variable = str(spec.pop("variable", "state"))
-    if variable not in VARIABLES:
-        raise ConfigError(f"{where}: variable must be one of {VARIABLES}, got '{variable}'")
+    Errors name the key path (`constraints[0].lower`; `where` overrides the `constraints[index]`)."""
+    where = where or f"constraints[{index}]"
+    spec = check.mapping(spec, where)
+    kind = check.choice(spec.pop("kind", None), KINDS, f"{where}.kind")
+    known = {"name", "kind", "variable", "active_dims", "strict", "tolerance"}
+    known |= {"bounded": {"lower", "upper"}, "linear": {"A", "b"}, "quadratic": {"P", "b"}}[kind]
+    check.no_unknown_keys(spec, known, f"{where} (kind {kind})")  # a typo first, not the key it misses
+    name = check.text(spec.pop("name", f"{kind}_{index}"), f"{where}.name")
+    variable = check.choice(spec.pop("variable", "state"), VARIABLES, f"{where}.variable")
     dim = {"state": nx, "input": nu, "input_and_state": nx + nu}[variable]
     dims_value = spec.pop("active_dims", None)
-    dims = list(range(dim)) if dims_value is None else [int(d) for d in np.atleast_1d(dims_value)]
+    dims = list(range(dim))
+    if dims_value is not None:
+        raw = np.atleast_1d(np.asarray(dims_value, dtype=object))
+        if raw.ndim != 1 or not all(isinstance(d, Integral) and not isinstance(d, bool) for d in raw):
+            raise ConfigError(f"{where}.active_dims: expected a list of integers, got {check.shown(dims_value)}")
+        dims = [int(d) for d in raw]
     if not dims or len(set(dims)) != len(dims) or not all(0 <= d < dim for d in dims):
-        raise ConfigError(f"{where}: active_dims must be distinct indices in [0, {dim}), got {dims}")
+        raise ConfigError(f"{where}.active_dims: expected distinct indices in [0, {dim}), got {dims}")
     n = len(dims)
-    strict = bool(spec.pop("strict", False))
+    strict = check.flag(spec.pop("strict", False), f"{where}.strict")
     tol_value = spec.pop("tolerance", None)
     if kind == "bounded":
-        lower = _array(spec.pop("lower", None), f"{where}: lower", 1)
-        upper = _array(spec.pop("upper", None), f"{where}: upper", 1)
+        lower = check.array(spec.pop("lower", None), f"{where}.lower", 1)
+        upper = check.array(spec.pop("upper", None), f"{where}.upper", 1)
         if lower.size == 1:
             lower = np.full(n, lower[0])
         if upper.size == 1:
             upper = np.full(n, upper[0])
         if lower.size != n or upper.size != n:
-            raise ConfigError(f"{where}: lower and upper need {n} values (one per active dim)")
+            raise ConfigError(f"{where}: lower and upper need {n} values (one per entry of active_dims), "
+                              f"got {lower.size} and {upper.size}")
         if np.any(lower > upper):
             raise ConfigError(f"{where}: lower > upper in {np.flatnonzero(lower > upper).tolist()}")
         a = np.vstack([-np.eye(n), np.eye(n)])
         b = np.concatenate([-lower, upper])
     elif kind == "linear":
-        a = _array(spec.pop("A", None), f"{where}: A", 2)
-        b = _array(spec.pop("b", None), f"{where}: b", 1)
-        if a.shape[1] != n or b.size != a.shape[0]:
+        a = check.array(spec.pop("A", None), f"{where}.A", 2)
+        b = check.array(spec.pop("b", None), f"{where}.b", 1)
+        if a.shape[0] < 1 or a.shape[1] != n or b.size != a.shape[0]:
             raise ConfigError(f"{where}: A must be (rows x {n}) and b have one entry per row; got {a.shape}, {b.size}")
     else:
-        a = _array(spec.pop("P", None), f"{where}: P", 2)
-        b = _array(spec.pop("b", None), f"{where}: b", 1)
+        a = check.array(spec.pop("P", None), f"{where}.P", 2)
+        b = check.array(spec.pop("b", None), f"{where}.b", 1)
         if a.shape != (n, n) or b.size != 1:
             raise ConfigError(f"{where}: P must be {n}x{n} and b one number; got {a.shape}, {b.size}")
     rows = 1 if kind == "quadratic" else a.shape[0]
     tolerance = np.zeros(0)
     if tol_value is not None:
-        tolerance = _array(tol_value, f"{where}: tolerance", 1)
+        tolerance = check.array(tol_value, f"{where}.tolerance", 1)
         if tolerance.size == 1:
             tolerance = np.full(rows, tolerance[0])
         if tolerance.size != rows or np.any(tolerance < 0):
-            raise ConfigError(f"{where}: tolerance needs {rows} non-negative values")
-    if spec:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(spec)}")
+            raise ConfigError(f"{where}.tolerance: expected one or {rows} numbers >= 0, got {check.shown(tol_value)}")
     return Constraint(name, kind, variable, dim, dims, a, b, strict, tolerance)
 
 
 def make_constraints(specs: Sequence[Mapping[str, Any]] | None, nx: int, nu: int) -> ConstraintSet:
     if specs is None:
         return ConstraintSet([])
-    if not isinstance(specs, (list, tuple)):
-        raise ConfigError(f"constraints must be a list of mappings, got {type(specs).__name__}")
-    out = []
-    for i, spec in enumerate(specs):
-        if not isinstance(spec, Mapping):
-            raise ConfigError(f"constraint #{i}: expected a mapping, got {spec!r}")
-        out.append(make_constraint(spec, nx, nu, i))
-    return ConstraintSet(out)
+    if not isinstance(specs, list | tuple):
+        raise ConfigError(f"constraints: expected a list of mappings, got {check.shown(specs)}")
+    return ConstraintSet([make_constraint(spec, nx, nu, i) for i, spec in enumerate(specs)])
 
 
 def load_constraints(path: str | Path, nx: int, nu: int) -> ConstraintSet:
@@ -201,12 +189,11 @@ def load_constraints(path: str | Path, nx: int, nu: int) -> ConstraintSet:
     """
     file = Path(path)
     data = read_yaml(file, "constraints file")
-    if not isinstance(data, dict) or "constraints" not in data:
-        raise ConfigError(f"constraints file '{file}': expected a mapping with the key 'constraints'")
-    unknown = sorted(set(data) - {"constraints"})
-    if unknown:
-        raise ConfigError(f"constraints file '{file}': unknown top-level key(s) {unknown}")
     try:
-        return make_constraints(data["constraints"], nx, nu)
+        top = check.mapping(data, "top level")
+        check.no_unknown_keys(top, ["constraints"], "top level")
+        if "constraints" not in top:
+            raise ConfigError("top level: the key 'constraints' (a list) is missing")
+        return make_constraints(top["constraints"], nx, nu)
     except ConfigError as exc:
         raise ConfigError(f"constraints file '{file}': {exc}") from exc

@@ -20,7 +20,7 @@ class TickAction(Enum):
 
 class LockstepGate:
     def __init__(self, command_timeout: float, resend_period: float) -> None:
-        if command_timeout <= 0 or resend_period <= 0:
+        if not (command_timeout > 0 and resend_period > 0):  # NaN is not positive either
             raise ValueError("command_timeout and resend_period must be positive")
         self.command_timeout = command_timeout
         self.resend_period = resend_period

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from safe_ctrl_ros import config_check as check
 from safe_ctrl_ros.errors import ConfigError
-from safe_ctrl_ros.systems.base import FloatArray, SymbolicModel, as_vector
-from safe_ctrl_ros.tasks.references import KINDS, Trajectory
+from safe_ctrl_ros.systems.base import FloatArray, SymbolicModel
+from safe_ctrl_ros.tasks.references import AXES, KINDS, MIN_PERIOD, Trajectory
 
 # Which state entries hold the position and velocity of each axis [x, y, z] (None: not modelled).
 _POSITION_SLOTS: dict[str, tuple[tuple[int, int] | None, ...]] = {
@@ -51,38 +52,45 @@ class Task:
         return x_ref, u_ref
 
 
-def make_task(model: SymbolicModel, spec: Mapping[str, object] | None = None) -> Task:
-    """Build a task from a config mapping.
+def make_task(model: SymbolicModel, spec: Mapping[str, object] | None = None, where: str = "task") -> Task:
+    """Build a task from a config mapping; errors name the key (`task.offset`) and what it expects.
 
     stabilization: {kind: stabilization, goal: [nx numbers]} (goal defaults to the equilibrium);
     tracking: {kind: circle|figure8|square, scale, length, num_cycles, plane, offset}.
     """
-    spec = dict(spec or {})
-    kind = str(spec.pop("kind", "stabilization"))
+    spec = check.mapping({} if spec is None else spec, where)
+    kind = check.choice(spec.pop("kind", "stabilization"), ("stabilization", *KINDS), f"{where}.kind")
     goal_value = spec.pop("goal", None)
-    goal = model.equilibrium()[0] if not goal_value else as_vector(goal_value, model.nx, "task goal")  # type: ignore[arg-type]
+    goal = model.equilibrium()[0]
+    if goal_value is not None and not (isinstance(goal_value, list | tuple) and len(goal_value) == 0):
+        goal = check.array(goal_value, f"{where}.goal", 1)
+        if goal.size != model.nx:
+            raise ConfigError(f"{where}.goal: expected {model.nx} numbers (or an empty list), got {goal.size}")
     if kind == "stabilization":
-        if spec:
-            raise ConfigError(f"stabilization task: unknown option(s) {sorted(spec)}")
+        check.no_unknown_keys(spec, (), f"{where} (kind stabilization)")
         return Task(model, goal)
-    if kind not in KINDS:
-        raise ConfigError(f"task kind '{kind}' is not one of {('stabilization', *KINDS)}")
-    known = {"scale", "length", "num_cycles", "plane", "offset"}
-    unknown = sorted(set(spec) - known)
-    if unknown:
-        raise ConfigError(f"{kind} task: unknown option(s) {unknown}; known: {sorted(known)}")
-    plane = str(spec.get("plane", "xz"))
+    check.no_unknown_keys(spec, ("scale", "length", "num_cycles", "plane", "offset"), f"{where} (kind {kind})")
+    plane = check.text(spec.get("plane", "xz"), f"{where}.plane")
+    if len(plane) != 2 or plane[0] == plane[1] or any(c not in AXES for c in plane):
+        raise ConfigError(f"{where}.plane: expected two different letters of 'xyz', got {check.shown(plane)}")
     for axis in plane:
-        if _POSITION_SLOTS[model.name][{"x": 0, "y": 1, "z": 2}.get(axis, 0)] is None:
-            raise ConfigError(f"{model.name} has no '{axis}' axis for a trajectory in plane '{plane}'")
-    offset = spec.get("offset", (0.0, 0.0))
+        if _POSITION_SLOTS[model.name][AXES[axis]] is None:
+            raise ConfigError(f"{where}.plane: {model.name} has no '{axis}' axis for a trajectory in plane '{plane}'")
+    offset = check.array(spec.get("offset", [0.0, 0.0]), f"{where}.offset", 1)
+    if offset.size != 2:
+        raise ConfigError(f"{where}.offset: expected 2 numbers (in the plane), got {offset.size}")
+    length = check.number(spec.get("length", 10.0), f"{where}.length", 0.0, low_open=True)
+    cycles = check.integer(spec.get("num_cycles", 1), f"{where}.num_cycles", 1)
+    if not length / cycles >= MIN_PERIOD:
+        raise ConfigError(f"{where}.length: expected length / num_cycles (one period) >= {MIN_PERIOD} s, "
+                          f"got {length:g} / {cycles}")
     traj = Trajectory(
         kind=kind,
-        scale=float(spec.get("scale", 1.0)),  # type: ignore[arg-type]
-        length=float(spec.get("length", 10.0)),  # type: ignore[arg-type]
-        num_cycles=int(spec.get("num_cycles", 1)),  # type: ignore[call-overload]
+        scale=check.number(spec.get("scale", 1.0), f"{where}.scale"),
+        length=length,
+        num_cycles=cycles,
         plane=plane,
-        offset=(float(offset[0]), float(offset[1])),  # type: ignore[index]
+        offset=(float(offset[0]), float(offset[1])),
     )
     return Task(model, goal, traj)
 

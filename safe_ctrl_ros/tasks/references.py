@@ -22,6 +22,7 @@ from safe_ctrl_ros.systems.base import FloatArray
 
 KINDS = ("circle", "figure8", "square")
 AXES = {"x": 0, "y": 1, "z": 2}
+MIN_PERIOD = 1e-3  # s: one trajectory cycle; shorter is no reference a controller could follow
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class Trajectory:
             raise ConfigError(f"trajectory length must be positive, got {self.length}")
         if self.num_cycles < 1:
             raise ConfigError(f"trajectory num_cycles must be >= 1, got {self.num_cycles}")
+        if not self.length / self.num_cycles >= MIN_PERIOD:  # else 2 pi / period overflows or divides by 0
+            raise ConfigError(f"trajectory period length / num_cycles must be >= {MIN_PERIOD} s, "
+                              f"got {self.length:g} / {self.num_cycles}")
         if not math.isfinite(self.scale):
             raise ConfigError(f"trajectory scale must be finite, got {self.scale}")
         if len(self.offset) != 2 or not all(math.isfinite(v) for v in self.offset):
