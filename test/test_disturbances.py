@@ -132,3 +132,64 @@ def test_shipped_scenarios_load() -> None:
         system = "cartpole" if "cartpole" in f.name else "quadrotor_2d"
         m = systems.make(system)
         assert load_scenario(f, m.nx, m.nu, DT, list(m.params)).disturbances
+
+
+LINK = """
+seed: 11
+disturbances:
+  - name: radio_delay
+    target: state_link
+    kind: delay
+    delay: 0.005
+    jitter: 0.002
+  - name: radio_loss
+    target: command_link
+    kind: drop
+    probability: 0.01
+    start: 1.0
+"""
+
+
+def test_link_faults_delay_with_jitter_and_drop_at_their_rate() -> None:
+    import yaml
+
+    from safe_ctrl_ros.disturbances import make_scenario
+
+    sc = make_scenario(yaml.safe_load(LINK), 4, 1, 0.02)
+    delays = [sc.link("state_link", k * 0.02) for k in range(2000)]
+    assert not any(dropped for dropped, _ in delays)
+    waits = np.array([d for _, d in delays])
+    assert waits.min() >= 0.003
+    assert waits.max() <= 0.007
+    assert abs(waits.mean() - 0.005) < 2e-4
+    assert sc.link("command_link", 0.5) == (False, 0.0)  # before its start
+    drops = [sc.link("command_link", 1.0 + k * 0.02)[0] for k in range(20000)]
+    assert 0.007 < np.mean(drops) < 0.013
+    again = make_scenario(yaml.safe_load(LINK), 4, 1, 0.02)
+    assert [again.link("state_link", k * 0.02) for k in range(2000)] == delays  # seeded
+    assert sc.get("radio_loss").kind == "drop"
+    # the link faults draw from their own generators: observation noise is unchanged by them
+    noise = "  - name: n\n    target: observation\n    kind: white_noise\n    std: 0.1\n"
+    with_link = make_scenario(yaml.safe_load(LINK + noise), 4, 1, 0.02)
+    alone = make_scenario(yaml.safe_load("seed: 11\ndisturbances:\n" + noise), 4, 1, 0.02)
+    with_link.link("state_link", 0.0)
+    assert np.array_equal(with_link.observation(0.0, np.zeros(4)), alone.observation(0.0, np.zeros(4)))
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("{name: a, target: state_link, kind: delay}", r"disturbances\[0\]\.delay: required"),
+        ("{name: a, target: command_link, kind: drop, probability: 1.5}", r"disturbances\[0\]\.probability"),
+        ("{name: a, target: command_link, kind: drop, probability: 0.1, delay: 1}", "unknown key"),
+        ("{name: a, target: state_link, kind: impulse}", r"disturbances\[0\]\.kind"),
+        ("{name: a, target: state_link, kind: delay, delay: -0.001}", r"disturbances\[0\]\.delay"),
+    ],
+)
+def test_link_fault_errors_name_the_key(item: str, message: str) -> None:
+    import yaml
+
+    from safe_ctrl_ros.disturbances import make_scenario
+
+    with pytest.raises(ConfigError, match=message):
+        make_scenario(yaml.safe_load(f"disturbances: [{item}]"), 4, 1, 0.02)

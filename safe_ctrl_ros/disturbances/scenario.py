@@ -3,7 +3,7 @@
     seed: 42
     disturbances:
       - name: gust
-        target: force            # observation | action | force | parameter
+        target: force            # observation | action | force | parameter | state_link | command_link
         kind: impulse            # impulse | step | uniform | white_noise | periodic
         start: 2.0               # s
         duration: 0.2            # s
@@ -18,7 +18,8 @@
 
 Each disturbance draws from its own generator, seeded from the scenario seed and its name, so
 adding or removing one disturbance never changes another's draws. Force disturbances are world-frame
-wrenches [fx, fy, fz, tx, ty, tz].
+wrenches [fx, fy, fz, tx, ty, tz]. Communication faults (delay, drop) on the state and command
+links are in safe_ctrl_ros.disturbances.link.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ import numpy as np
 
 from safe_ctrl_ros import config_check as check
 from safe_ctrl_ros.disturbances.kinds import Signal, make_signal
+from safe_ctrl_ros.disturbances.link import LINK_TARGETS, LinkFault, make_link_fault
 from safe_ctrl_ros.errors import ConfigError, read_yaml
 from safe_ctrl_ros.systems.base import WRENCH_SIZE, FloatArray
 
-TARGETS = ("observation", "action", "force", "parameter")
+TARGETS = ("observation", "action", "force", "parameter", *LINK_TARGETS)
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -69,15 +71,20 @@ class Disturbance:
     signal: Signal | None = None
     change: ParameterChange | None = None
     enabled: bool = True
+    link: LinkFault | None = None
 
     @property
     def kind(self) -> str:
-        return self.signal.kind if self.signal is not None else "parameter_change"
+        if self.signal is not None:
+            return self.signal.kind
+        return self.link.kind if self.link is not None else "parameter_change"
 
     def active(self, t: float) -> bool:
         if not self.enabled:
             return False
-        return self.signal.active(t) if self.signal is not None else self.change.active(t)  # type: ignore[union-attr]
+        if self.signal is not None:
+            return self.signal.active(t)
+        return self.link.active(t) if self.link is not None else self.change.active(t)  # type: ignore[union-attr]
 
 
 class Scenario:
@@ -124,6 +131,16 @@ class Scenario:
                 values[d.change.parameter] = d.change.target_value(nominal[d.change.parameter])
         return values
 
+    def link(self, target: str, t: float) -> tuple[bool, float]:
+        """The fate of one message on link `target` at time t: (dropped, delay in s of wall time).
+        Every active fault draws, so each fault's sequence depends only on the messages it saw."""
+        dropped, delay = False, 0.0
+        for d in self.by_target(target):
+            if d.link is not None and d.active(t):
+                lost, wait = d.link.draw()
+                dropped, delay = dropped or lost, delay + wait
+        return dropped, delay
+
     def get(self, name: str) -> Disturbance:
         for d in self.disturbances:
             if d.name == name:
@@ -158,6 +175,10 @@ def make_scenario(
         if target == "parameter":
             change = _parameter_change(where, spec, param_names)
             out.append(Disturbance(name, target, change=change, enabled=enabled))
+            continue
+        if target in LINK_TARGETS:
+            link = make_link_fault(where, spec, generator_for(seed, name))
+            out.append(Disturbance(name, target, enabled=enabled, link=link))
             continue
         dim = {"observation": nx, "action": nu, "force": WRENCH_SIZE}[target]
         signal = make_signal(where, spec, dim, generator_for(seed, name), dt)

@@ -6,9 +6,11 @@ for t_k, so a plant with `wrench_lockstep` applies it deterministically); parame
 the plant's `model.*` parameters through its parameter service (the command for t_k is held until
 the plant has accepted the change, so the change takes effect exactly at t_k).
 Every disturbance draws from its own seeded generator; a re-sent state or command gets the same
-disturbed copy. `disturbance/events` reports each start, change and end; `~/<name>/set_enabled`
-(std_srvs/SetBool) switches one on or off at run time. With nothing active, messages pass through
-bit-identical.
+disturbed copy. Link faults (`state_link`, `command_link`: delay with jitter, drops) act on each
+transmission of `state` and `plant/cmd`; a delayed message is published by a timer thread when due
+(the wrench is not delayed: it is physics, not communication). `disturbance/events` reports each
+start, change and end; `~/<name>/set_enabled` (std_srvs/SetBool) switches one on or off at run time.
+With nothing active, messages pass through bit-identical.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from std_srvs.srv import SetBool
 from safe_ctrl_ros.disturbances import Disturbance, Scenario, load_scenario
 from safe_ctrl_ros.msg import Command, DisturbanceEvent, State
 from safe_ctrl_ros.ros.convert import ns_to_stamp, stamp_to_ns, vector_of
+from safe_ctrl_ros.ros.delayed import DelayedPublisher
 from safe_ctrl_ros.ros.node_main import run_node
 from safe_ctrl_ros.ros.params import declare, reject_unknown_overrides
 from safe_ctrl_ros.ros.qos import COMMAND_QOS, STATE_QOS, STATUS_QOS
@@ -68,6 +71,8 @@ class DisturbanceInjectorNode(Node):
         self.cmd_cache: dict[int, Command] = {}
         self.active: dict[str, bool] = {d.name: False for d in self.scenario.disturbances}
         self.t_now = 0.0
+        self.delayed = DelayedPublisher()
+        self.link_counts = {"state_dropped": 0, "state_delayed": 0, "command_dropped": 0, "command_delayed": 0}
         if self.needs_params:
             self.create_timer(0.05, self._fetch_nominal)
         self.get_logger().info(
@@ -158,7 +163,7 @@ class DisturbanceInjectorNode(Node):
             # nothing acting: the very message, bit for bit
             out = msg if disturbed is x else State(header=msg.header, x=disturbed.tolist())
             self._remember(self.obs_cache, stamp, out)
-        self.state_pub.publish(out)
+        self._send("state", self.state_pub, out, stamp)
 
     def _on_command(self, msg: Command) -> None:
         if self.pending is not None or (self.needs_params and self.nominal is None):
@@ -182,7 +187,26 @@ class DisturbanceInjectorNode(Node):
             f, tq = wrench.wrench.force, wrench.wrench.torque
             f.x, f.y, f.z, tq.x, tq.y, tq.z = (float(v) for v in w)
             self.wrench_pub.publish(wrench)
-        self.cmd_pub.publish(out)
+        self._send("command", self.cmd_pub, out, stamp)
+
+    def _send(self, link: str, publisher: Any, msg: Any, stamp: int) -> None:
+        """Publish through the link's faults: dropped, delayed (wall time), or at once."""
+        dropped, delay = self.scenario.link(f"{link}_link", stamp * 1e-9)
+        if dropped:
+            self.link_counts[f"{link}_dropped"] += 1
+        elif delay > 0:
+            self.link_counts[f"{link}_delayed"] += 1
+            self.delayed.publish(publisher, msg, delay)
+        else:
+            publisher.publish(msg)
+
+    def destroy_node(self) -> None:
+        self.delayed.stop()
+        if any(self.link_counts.values()):
+            self.get_logger().info(
+                "link faults: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.link_counts.items())
+            )
+        super().destroy_node()
 
     @staticmethod
     def _remember(cache: dict, stamp: int, msg: object) -> None:
