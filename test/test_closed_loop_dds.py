@@ -104,7 +104,7 @@ def test_composed_mode_gives_the_same_run(tmp_path: Path) -> None:
 
 
 def test_unanswered_states_are_missed_deadlines(ros_context: object, tmp_path: Path) -> None:
-    """A command publisher that never answers: the plant holds the last command and counts misses."""
+    """A command publisher that never answers: the plant applies the safe command, counts and reports it."""
     summary = tmp_path / "summary.json"
     params = params_with(tmp_path, command_timeout=0.05, resend_period=0.01, duration=0.2, wait_for_subscribers=1)
     node = Node("silent_controller", context=ros_context)
@@ -128,7 +128,9 @@ def test_unanswered_states_are_missed_deadlines(ros_context: object, tmp_path: P
     assert result["steps"] == 10
     assert result["missed_deadlines"] == 10
     assert result["resends"] >= 10  # each state was re-sent before its deadline passed
-    assert "holding the last command" in output
+    assert "applying the safe command" in output
+    assert result["safe_command_steps"] == 10
+    assert "safe command [0.0]" in output  # the cart-pole's equilibrium input: no force
 
 
 def test_plant_gives_up_when_no_controller_appears(tmp_path: Path) -> None:

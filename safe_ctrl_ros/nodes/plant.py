@@ -2,10 +2,13 @@
 
 Publishes `/clock`, `plant/state` (State, stamped with sim time) and `plant/reference`, subscribes
 to `plant/cmd` (Command) and `plant/wrench` (an external force/torque, held until the next one), and
-serves `~/reset`. In lockstep mode (default) it advances one control period when the command
-stamped with the current state's time arrives; in real-time mode it advances on a wall-clock timer
-with the latest command. The `model.*` parameters (inertial properties) can be changed while it
-runs; they are validated before they take effect.
+serves `~/reset` and `~/start`. In lockstep mode (default) it advances one control period when
+the command stamped with the current state's time arrives; in real-time mode it advances on a
+wall-clock timer with the latest command, and measures per step the timer's jitter, the command
+latency (state published -> command with the same stamp received) and deadline misses (no answer
+before the next step), reported in the episode summary and on `/diagnostics` (every
+`diagnostics_period` s and when the level changes). The `model.*` parameters (inertial properties)
+can be changed while it runs; they are validated before they take effect.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import WrenchStamped
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.task import Future
@@ -29,13 +34,15 @@ from safe_ctrl_ros.msg import Command, Reference, State
 from safe_ctrl_ros.ros.convert import ns_to_stamp, stamp_to_ns, state_msg, vector_of
 from safe_ctrl_ros.ros.node_main import run_node
 from safe_ctrl_ros.ros.params import declare, float_list, reject_unknown_overrides
-from safe_ctrl_ros.ros.qos import CLOCK_QOS, COMMAND_QOS, STATE_QOS
+from safe_ctrl_ros.ros.qos import CLOCK_QOS, COMMAND_QOS, STATE_QOS, STATUS_QOS
 from safe_ctrl_ros.ros.system_params import declare_model
 from safe_ctrl_ros.ros.tasks import declare_task
-from safe_ctrl_ros.simulation import LockstepGate, PlantSim, TickAction
+from safe_ctrl_ros.safety.monitor import Level
+from safe_ctrl_ros.simulation import LockstepGate, PlantSim, RealtimeTiming, TickAction
 from safe_ctrl_ros.systems.base import WRENCH_SIZE, FloatArray, as_vector
 
 MODES = ("lockstep", "realtime")
+FINAL_ACK_TIMEOUT_S = 1.0
 WRENCH_AXES = ("fx", "fy", "fz", "tx", "ty", "tz")
 
 
@@ -54,7 +61,13 @@ class PlantNode(Node):
         )
         self.seed = int(declare(self, "seed", 0, "seed of the plant's own generator (initial-state draws)"))
         self.mode = str(declare(self, "mode", "lockstep", f"one of {MODES}"))
-        timeout = float(declare(self, "command_timeout", 1.0, "lockstep: wall seconds to wait for a command"))
+        timeout = float(
+            declare(self, "command_timeout", 1.0, "wall s without a fresh command before the safe command applies")
+        )
+        safe = float_list(
+            declare(self, "safe_command", [], "the command applied on a command timeout; empty = equilibrium input"),
+            "safe_command",
+        )
         resend = float(declare(self, "resend_period", 0.1, "lockstep: wall seconds before re-sending the state"))
         self.duration = float(declare(self, "duration", 0.0, "episode length in sim seconds; 0 runs forever"))
         self.stop_out_of_bounds = bool(
@@ -71,6 +84,7 @@ class PlantNode(Node):
         self.wrench_lockstep = bool(
             declare(self, "wrench_lockstep", False, "lockstep: also wait for a wrench stamped t_k (from an injector)")
         )
+        diag_period = float(declare(self, "diagnostics_period", 1.0, "wall s between /diagnostics; 0 = off"))
         reject_unknown_overrides(self)
         if self.mode not in MODES:
             raise ConfigError(f"parameter 'mode': expected one of {MODES}, got '{self.mode}'")
@@ -79,6 +93,16 @@ class PlantNode(Node):
         if substeps < 1:
             raise ConfigError(f"parameter 'substeps': must be >= 1, got {substeps}")
         self.sim = PlantSim(model, dt, substeps, initial or None)
+        self.safe_u = model.equilibrium()[1] if not safe else as_vector(safe, model.nu, "safe_command")
+        low, high = self.sim.u_low, self.sim.u_high
+        if not (np.all(np.isfinite(self.safe_u)) and np.all(self.safe_u >= low) and np.all(self.safe_u <= high)):
+            raise ConfigError(
+                f"parameter 'safe_command': {self.safe_u.tolist()} is outside the input bounds "
+                f"[{low.tolist()}, {high.tolist()}]"
+            )
+        self.command_timeout = timeout
+        self.safe_steps = 0  # steps run on the safe command (watchdog)
+        self.watchdog_active = False
         self.spread = np.zeros(model.nx) if not spread else as_vector(spread, model.nx, "init_randomization")
         if np.any(self.spread < 0):
             raise ConfigError("parameter 'init_randomization': half-widths must be >= 0")
@@ -87,6 +111,7 @@ class PlantNode(Node):
         self.sim.reset(self._draw_initial_state())
         self.start_k = 0
         self.gate = LockstepGate(timeout, resend)
+        self.timing: RealtimeTiming | None = RealtimeTiming(dt) if self.mode == "realtime" else None
         self.ignored_wrench_axes: set[str] = set()
 
         self.clock_pub = self.create_publisher(Clock, "/clock", CLOCK_QOS)
@@ -105,8 +130,15 @@ class PlantNode(Node):
         self.wall_start = 0.0
         self.terminated_reason = ""
         self._latest_cmd: FloatArray | None = None
+        self._latest_stamp: int | None = None
+        self._fresh_at = 0.0  # monotonic time of the newest accepted command
+        self.loop_closed = False  # real time: the clock starts once the initial state has been answered
         period = dt if self.mode == "realtime" else min(resend, 0.01)
         self.timer = self.create_timer(period, self._on_timer)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", STATUS_QOS)
+        self._diag_level = Level.OK
+        self._diag_misses = 0  # missed deadlines at the last periodic report
+        self.diag_timer = self.create_timer(diag_period, self._periodic_diagnostics) if diag_period > 0 else None
         self.get_logger().info(
             f"{model.name}: dt={dt} s, {substeps} substeps, mode={self.mode}, task={self.task.kind}, "
             f"x0={self.sim.x.tolist()}"
@@ -128,7 +160,8 @@ class PlantNode(Node):
             return False
         if self.state_pub.get_subscription_count() < self.wait_for:
             return False
-        return self.mode == "realtime" or self.cmd_sub.get_publisher_count() >= 1
+        # In real time too: a loop that starts before its commands can arrive loses its first steps.
+        return self.cmd_sub.get_publisher_count() >= 1
 
     def _on_timer(self) -> None:
         if self.done.done():
@@ -138,6 +171,9 @@ class PlantNode(Node):
             if self._ready():
                 self.started = True
                 self.wall_start = now
+                self._fresh_at = now
+                if self.timing is not None:
+                    self.timing.step(now)
                 self._publish(first=True)
             elif (self.autostart or self.start_requested) and self.startup_timeout > 0 and (
                 now - self.created_at > self.startup_timeout
@@ -148,8 +184,26 @@ class PlantNode(Node):
                     f"{self.cmd_sub.get_publisher_count()} publisher(s)"
                 )
             return
-        if self.mode == "realtime":
-            self._advance(self._latest_cmd)
+        if self.timing is not None:
+            if not self.loop_closed:
+                # Warm-up: hold the initial state (re-sent every period) until the stack has answered
+                # it once, so a controller still building its solver costs no steps; then start the clock.
+                if self._latest_cmd is None:
+                    if now - self.wall_start > self.startup_timeout > 0:
+                        self._finish(f"no command for the initial state within {self.startup_timeout} s")
+                        return
+                    self.sim.stats.resends += 1
+                    self._publish(first=False)
+                    return
+                self.loop_closed = True
+                self.wall_start = now
+                self.timing = RealtimeTiming(self.sim.dt)
+                self.timing.step(now)
+                self._publish(first=True)
+                return
+            if not self.timing.step(now):
+                self._missed_deadline(f"no command for t={self.sim.t:.3f} s within one period: applying an older one")
+            self._advance(self._watchdog(now, self._latest_cmd))
             return
         action = self.gate.tick(now)
         if action is TickAction.RESEND:
@@ -157,11 +211,39 @@ class PlantNode(Node):
             self._publish(first=False)
         elif action is TickAction.TIMEOUT:
             self._pending_u = None
-            self.sim.stats.missed_deadlines += 1
-            self.get_logger().warning(
-                f"no command for t={self.sim.t:.3f} s within {self.gate.command_timeout} s: holding the last command"
+            self._missed_deadline(
+                f"no command for t={self.sim.t:.3f} s within {self.gate.command_timeout} s: applying the safe command"
             )
-            self._advance(None)
+            self._advance(self._watchdog(now, None, timed_out=True))
+
+    def _watchdog(self, now: float, u: FloatArray | None, timed_out: bool = False) -> FloatArray | None:
+        """The command to apply: `u`, or the safe command once no fresh command came for
+        `command_timeout` s (reported when it starts and when commands return)."""
+        stale = timed_out or (self.command_timeout > 0 and now - self._fresh_at > self.command_timeout)
+        if stale:
+            self.safe_steps += 1
+            if not self.watchdog_active:
+                self.watchdog_active = True
+                reason = f"no fresh command for {now - self._fresh_at:.3f} s: safe command {self.safe_u.tolist()}"
+                self.get_logger().error(f"t={self.sim.t:.3f} s: {reason}")
+                self._publish_diagnostics(Level.ERROR, reason)
+            return self.safe_u
+        if self.watchdog_active:
+            self.watchdog_active = False
+            self.get_logger().warning(
+                f"t={self.sim.t:.3f} s: commands are back after {self.safe_steps} step(s) on the safe command"
+            )
+            self._publish_diagnostics(Level.WARN, "commands are back (watchdog released)")
+        return u
+
+    def _missed_deadline(self, message: str) -> None:
+        self.sim.stats.missed_deadlines += 1
+        if self.mode == "realtime":
+            self.get_logger().warning(message, throttle_duration_sec=1.0)  # every step when overloaded
+        else:
+            self.get_logger().warning(message)
+        if self._diag_level == Level.OK:
+            self._publish_diagnostics(Level.WARN, "missing deadlines")
 
     def _on_command(self, msg: Command) -> None:
         u = self.sim.check_command(vector_of(msg.u))
@@ -171,11 +253,22 @@ class PlantNode(Node):
                 throttle_duration_sec=1.0,
             )
             return
-        if self.mode == "realtime":
-            self._latest_cmd = u
+        if self.timing is not None:
+            stamp = stamp_to_ns(msg.header.stamp)
+            if stamp > self.sim.t_ns or (self._latest_stamp is not None and stamp < self._latest_stamp):
+                self.sim.stats.rejected_commands += 1  # from the future, or older than the one in force
+                self.get_logger().warning(
+                    f"ignored a command stamped {stamp * 1e-9:.3f} s (now t={self.sim.t:.3f} s)",
+                    throttle_duration_sec=1.0,
+                )
+                return
+            self.timing.command(stamp, time.monotonic())
+            self._latest_cmd, self._latest_stamp = u, stamp
+            self._fresh_at = time.monotonic()
             return
         if self.started and not self.done.done() and self.gate.accepts(stamp_to_ns(msg.header.stamp)):
             self._pending_u = u
+            self._fresh_at = time.monotonic()
             self._try_advance()
 
     def _try_advance(self) -> None:
@@ -230,6 +323,8 @@ class PlantNode(Node):
             return resp
         self.sim.reset(self._draw_initial_state(), keep_time=True)
         self.start_k = self.sim.k
+        if self.timing is not None:
+            self.timing = RealtimeTiming(self.sim.dt)  # per episode, like the stats
         self.terminated_reason = ""
         resp.success, resp.message = True, f"reset to {self.sim.x.tolist()}"
         self.get_logger().info(resp.message)
@@ -257,6 +352,8 @@ class PlantNode(Node):
     def _publish(self, first: bool, final: bool = False) -> None:
         stamp = ns_to_stamp(self.sim.t_ns)
         self.clock_pub.publish(Clock(clock=stamp))
+        if first and not final and self.timing is not None:
+            self.timing.sent(self.sim.t_ns, time.monotonic())
         self.state_pub.publish(state_msg(self.sim.x, self.sim.t_ns))
         if first or final:
             x_ref, u_ref = self.task.reference(self.sim.t)
@@ -266,9 +363,60 @@ class PlantNode(Node):
         if first and self.mode == "lockstep" and not final:
             self.gate.sent(self.sim.t_ns, time.monotonic())
 
+    # --- diagnostics --------------------------------------------------------------------------
+    def _periodic_diagnostics(self) -> None:
+        if self.done.done():
+            return
+        misses = self.sim.stats.missed_deadlines
+        new = misses - self._diag_misses if misses >= self._diag_misses else misses  # (reset: counts restart)
+        self._diag_misses = misses
+        if not self.started:
+            self._publish_diagnostics(Level.OK, "waiting for the graph" if self.autostart or self.start_requested
+                                      else "waiting for ~/start")
+        elif new:
+            self._publish_diagnostics(Level.WARN, f"{new} missed deadline(s) in the last report period")
+        else:
+            self._publish_diagnostics(Level.OK, f"running, t={self.sim.t:.2f} s")
+
+    def _publish_diagnostics(self, level: Level, message: str) -> None:
+        stats = self.sim.stats
+        values = {
+            "mode": self.mode,
+            "steps": str(stats.steps),
+            "sim_time_s": f"{self.sim.t:.3f}",
+            "missed_deadlines": str(stats.missed_deadlines),
+            "resends": str(stats.resends),
+            "clipped_commands": str(stats.clipped_commands),
+            "rejected_commands": str(stats.rejected_commands),
+            "safe_command_steps": str(self.safe_steps),
+        }
+        if self.timing is not None:
+            lat, jit = self.timing.latency, self.timing.jitter
+            values |= {
+                "checked_steps": str(self.timing.checked_steps),
+                "miss_rate": f"{self.timing.miss_rate:.6f}",
+                "latency_p50_ms": f"{lat.percentile(50) * 1e3:.3f}",
+                "latency_p99_ms": f"{lat.percentile(99) * 1e3:.3f}",
+                "latency_max_ms": f"{lat.max * 1e3:.3f}" if lat.count else "nan",
+                "jitter_p99_ms": f"{jit.percentile(99) * 1e3:.3f}",
+                "jitter_max_ms": f"{jit.max * 1e3:.3f}" if jit.count else "nan",
+            }
+        status = DiagnosticStatus(
+            level=bytes([int(level)]),
+            name=f"{self.get_namespace().rstrip('/')}/{self.get_name()}: loop timing",
+            message=message,
+            hardware_id=self.get_fully_qualified_name(),
+            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        )
+        arr = DiagnosticArray(status=[status])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(arr)
+        self._diag_level = level
+
     def summary(self) -> dict[str, object]:
         wall = max(time.monotonic() - self.wall_start, 1e-9) if self.started else 0.0
         stats = self.sim.stats
+        timing = {} if self.timing is None else {"timing": self.timing.summary()}
         return {
             "system": self.sim.model.name,
             "mode": self.mode,
@@ -281,7 +429,9 @@ class PlantNode(Node):
             "resends": stats.resends,
             "clipped_commands": stats.clipped_commands,
             "rejected_commands": stats.rejected_commands,
+            "safe_command_steps": self.safe_steps,
             "terminated": self.terminated_reason,
+            **timing,
         }
 
     def _finish(self, reason: str) -> None:
@@ -295,9 +445,26 @@ class PlantNode(Node):
             f"({s['realtime_factor']:.1f}x real time); final state {final}; "
             f"missed deadlines {s['missed_deadlines']}, resends {s['resends']}"
         )
+        if self.timing is not None:
+            lat, jit = self.timing.latency, self.timing.jitter
+            self.get_logger().info(
+                f"real-time loop: command latency p50 {lat.percentile(50) * 1e3:.2f} ms, p99 "
+                f"{lat.percentile(99) * 1e3:.2f} ms, max {lat.max * 1e3:.2f} ms; period jitter p99 "
+                f"{jit.percentile(99) * 1e3:.2f} ms; deadline misses {self.timing.deadline_misses} of "
+                f"{self.timing.checked_steps} steps ({self.timing.miss_rate:.2%})"
+            )
+        self._publish_diagnostics(Level.ERROR if reason else Level.OK, reason or "episode finished")
         if self.summary_file:
             Path(self.summary_file).write_text(json.dumps(s, indent=2) + "\n")
         self.timer.cancel()
+        if self.diag_timer is not None:
+            self.diag_timer.cancel()
+        # The process exits next and takes its DDS writers with it: first let every reliable
+        # subscriber (a recorder, the monitor) acknowledge the final state's /clock, reference and
+        # diagnostics, else the last messages can be lost to a slow reader (bounded wait).
+        deadline = time.monotonic() + FINAL_ACK_TIMEOUT_S
+        for pub in (self.clock_pub, self.ref_pub, self.diag_pub):
+            pub.wait_for_all_acked(Duration(seconds=max(deadline - time.monotonic(), 0.0)))
         self.done.set_result(1 if reason else 0)
 
 
