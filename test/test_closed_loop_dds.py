@@ -24,6 +24,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 
 from safe_ctrl_ros.msg import Command, State  # noqa: E402
+from safe_ctrl_ros.ros.convert import command_msg, stamp_to_ns  # noqa: E402
 from safe_ctrl_ros.ros.qos import COMMAND_QOS, STATE_QOS  # noqa: E402
 
 LAUNCH = REPO / "launch" / "cartpole_lqr.launch.xml"
@@ -104,14 +105,22 @@ def test_composed_mode_gives_the_same_run(tmp_path: Path) -> None:
 
 
 def test_unanswered_states_are_missed_deadlines(ros_context: object, tmp_path: Path) -> None:
-    """A command publisher that never answers: the plant applies the safe command, counts and reports it."""
+    """A controller that answers once, then never again: the plant applies the safe command, counts and
+    reports it."""
     summary = tmp_path / "summary.json"
     params = params_with(tmp_path, command_timeout=0.05, resend_period=0.01, duration=0.2, wait_for_subscribers=1)
     node = Node("silent_controller", context=ros_context)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(node)
-    node.create_publisher(Command, "/silent/plant/cmd", COMMAND_QOS)  # present, never publishes
-    node.create_subscription(State, "/silent/plant/state", lambda _m: None, STATE_QOS)
+    pub = node.create_publisher(Command, "/silent/plant/cmd", COMMAND_QOS)
+    answered: list[int] = []
+
+    def answer_once(msg: State) -> None:  # answers the initial state, then falls silent
+        if not answered:
+            answered.append(1)
+            pub.publish(command_msg(np.zeros(1), stamp_to_ns(msg.header.stamp)))
+
+    node.create_subscription(State, "/silent/plant/state", answer_once, STATE_QOS)
     proc = subprocess.Popen(
         [*executable("plant"), "--ros-args", "-r", "__ns:=/silent", "--params-file", str(params),
          "-p", f"summary_file:={summary}"],
@@ -126,10 +135,10 @@ def test_unanswered_states_are_missed_deadlines(ros_context: object, tmp_path: P
     assert proc.returncode == 0, output
     result = json.loads(summary.read_text())
     assert result["steps"] == 10
-    assert result["missed_deadlines"] == 10
+    assert result["missed_deadlines"] == 9  # every step after the answered first one
     assert result["resends"] >= 10  # each state was re-sent before its deadline passed
     assert "applying the safe command" in output
-    assert result["safe_command_steps"] == 10
+    assert result["safe_command_steps"] == 9
     assert "safe command [0.0]" in output  # the cart-pole's equilibrium input: no force
 
 

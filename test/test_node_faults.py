@@ -80,3 +80,31 @@ def test_killed_nodes_are_reported_respawned_and_the_loop_resumes(tmp_path: Path
     assert times[-1] == pytest.approx(12.0)
     m = metrics(run)
     assert m["steps"] >= 590  # states recorded through every fault (best effort: a few may be lost)
+
+
+def test_a_killed_adapter_leaves_the_loop_flying_and_comes_back(tmp_path: Path) -> None:
+    """The flagship in lockstep: SIGKILL the adapter at 3 s; the controller keeps the model version it
+    has, the loop never waits for the adapter, the respawned adapter starts learning again."""
+    bag, summary = tmp_path / "bag", tmp_path / "summary.json"
+    proc = start_bringup(str(REPO / "launch" / "quadrotor_2d_flagship.launch.xml"), "namespace:=adaptfault",
+                         "respawn:=true", "duration:=10.0", "record:=true", f"bag:={bag}", "autostart:=false",
+                         f"summary_file:={summary}")
+    try:
+        wait_sim(bag, 3.0, timeout=90.0)
+        pid = pid_of("adapter", "adaptfault")
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "adapter died with code -9; respawning" in out
+    assert out.count("qzo_ff on quadrotor_2d") == 2  # the adapter started twice
+    s = json.loads(summary.read_text())
+    assert s["terminated"] == ""
+    assert s["steps"] == 500
+    assert s["safe_command_steps"] == 0  # the control path never stopped
+    m = metrics(load_run(bag))
+    assert m["steps"] == 501
+    assert m["violation_steps"] == 0

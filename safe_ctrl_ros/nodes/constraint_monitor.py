@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock
+from rclpy.clock_type import ClockType
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
@@ -21,7 +23,7 @@ from safe_ctrl_ros.ros.params import declare, reject_unknown_overrides
 from safe_ctrl_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS, STATUS_QOS
 from safe_ctrl_ros.ros.system_params import declare_model
 from safe_ctrl_ros.safety import ConstraintSet, load_constraints
-from safe_ctrl_ros.safety.monitor import ConstraintMonitor, Level, MonitorStep
+from safe_ctrl_ros.safety.monitor import ConstraintMonitor, Level
 
 
 class ConstraintMonitorNode(Node):
@@ -43,13 +45,16 @@ class ConstraintMonitorNode(Node):
         self.create_subscription(Command, "cmd", lambda m: self.core.command(vector_of(m.u)), COMMAND_QOS)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.last_state_wall = time.monotonic()
-        self.last_step: MonitorStep | None = None
+        self.stream_started = False
         self.level, self.message = Level.OK, "waiting for the first state"
         self._published_request: tuple[bool, str] | None = None
         self._last_stamp_ns = 0
         self._last_status: ConstraintStatus | None = None
-        self.create_timer(period, self._publish_diagnostics)
-        self.create_timer(min(0.1, self.stale_timeout / 2), self._check_stale)
+        # Wall-clock timers: a stalled or dead plant also stops the sim clock, and that is exactly
+        # when the stale check must fire.
+        wall = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(period, self._publish_diagnostics, clock=wall)
+        self.create_timer(min(0.1, self.stale_timeout / 2), self._check_stale, clock=wall)
         self._publish_request()
         self.get_logger().info(
             f"{len(constraints.constraints)} constraint(s), {len(constraints.row_names)} row(s) from '{path or '-'}'"
@@ -57,12 +62,13 @@ class ConstraintMonitorNode(Node):
 
     def _on_state(self, msg: State) -> None:
         stamp = stamp_to_ns(msg.header.stamp)
+        self.last_state_wall = time.monotonic()  # a re-sent state too: the stream is alive
+        self.stream_started = True
         step = self.core.state(stamp, vector_of(msg.x))
         if step is None:
             if self._last_status is not None and stamp == self._last_stamp_ns:
                 self.status_pub.publish(self._last_status)  # a re-sent state: repeat the verdict
             return  # (an out-of-order state is ignored)
-        self.last_state_wall = time.monotonic()
         self._last_stamp_ns = stamp
         st = self.core.stats
         status = ConstraintStatus(
@@ -93,6 +99,8 @@ class ConstraintMonitorNode(Node):
         self._publish_request()
 
     def _check_stale(self) -> None:
+        if not self.stream_started:
+            return  # the stream has not started (a plant waiting for ~/start): nothing is stale yet
         silent = time.monotonic() - self.last_state_wall
         if silent > self.stale_timeout and self.level != Level.STALE:
             self.core.stale(silent)

@@ -17,6 +17,8 @@ import time
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock
+from rclpy.clock_type import ClockType
 from rclpy.node import Node
 
 from safe_ctrl_ros.control import LqrController, Nmpc, NmpcConfig, ResidualSpec
@@ -113,7 +115,9 @@ class ControllerNode(Node):
             self.create_subscription(
                 ConstraintStatus, "constraint_monitor/status", self._on_monitor, STATUS_QOS, callback_group=group
             )
-            self.create_timer(0.02, self._check_sync, callback_group=group)
+            # wall clock: the sim clock waits for this very answer
+            wall = Clock(clock_type=ClockType.STEADY_TIME)
+            self.create_timer(0.02, self._check_sync, callback_group=group, clock=wall)
         self.model = model
         constraints = (
             load_constraints(constraints_file, model.nx, model.nu) if constraints_file else ConstraintSet([])

@@ -15,12 +15,15 @@ With nothing active, messages pass through bit-identical.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from geometry_msgs.msg import WrenchStamped
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
+from rclpy.clock import Clock
+from rclpy.clock_type import ClockType
 from rclpy.node import Node
 from rclpy.task import Future
 from std_srvs.srv import SetBool
@@ -35,6 +38,7 @@ from safe_ctrl_ros.ros.qos import COMMAND_QOS, STATE_QOS, STATUS_QOS
 from safe_ctrl_ros.ros.system_params import declare_model
 
 CACHE = 8  # recent stamps whose disturbed copies are kept for re-sends
+SERVICE_RETRY_S = 1.0  # wall s before an unanswered parameter request is sent again
 
 
 class DisturbanceInjectorNode(Node):
@@ -73,8 +77,11 @@ class DisturbanceInjectorNode(Node):
         self.t_now = 0.0
         self.delayed = DelayedPublisher()
         self.link_counts = {"state_dropped": 0, "state_delayed": 0, "command_dropped": 0, "command_delayed": 0}
+        self.pending_since = 0.0
         if self.needs_params:
-            self.create_timer(0.05, self._fetch_nominal)
+            # Wall time: with use_sim_time the sim clock stands still until the plant steps, and the
+            # plant's first step waits for the command this fetch releases.
+            self.create_timer(0.05, self._fetch_nominal, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(
             f"{len(self.scenario.disturbances)} disturbance(s) from '{path or '-'}', seed {self.scenario.seed}: "
             + ", ".join(f"{d.name} ({d.target}/{d.kind})" for d in self.scenario.disturbances)
@@ -82,13 +89,23 @@ class DisturbanceInjectorNode(Node):
 
     # --- plant parameters ------------------------------------------------------------------------
     def _fetch_nominal(self) -> None:
+        if self.pending is not None and time.monotonic() - self.pending_since > SERVICE_RETRY_S:
+            # Fast DDS can lose a reply sent before the client's reply reader matched: ask again
+            # (both requests are idempotent: read the nominal values / set the same values).
+            self.get_logger().warning("no reply from the plant's parameter service: asking again")
+            self.pending = None
+            if self.nominal is not None:
+                self._update_parameters(self.t_now)
+                return
         if self.nominal is not None or self.pending is not None or not self.get_client.service_is_ready():
             return
         names = sorted({f"model.{d.change.parameter}" for d in self.scenario.by_target("parameter") if d.change})
         future = self.get_client.call_async(GetParameters.Request(names=names))
-        self.pending = future
+        self.pending, self.pending_since = future, time.monotonic()
 
         def done(f: Future) -> None:
+            if f is not self.pending:
+                return  # a request given up on (asked again)
             result = f.result()
             if result is None:
                 self.get_logger().error("could not read the plant's parameters")
@@ -118,9 +135,11 @@ class DisturbanceInjectorNode(Node):
             self.get_logger().error("the plant's parameter service is not available: parameter change delayed")
             return
         future = self.param_client.call_async(req)
-        self.pending = future
+        self.pending, self.pending_since = future, time.monotonic()
 
         def done(f: Future) -> None:
+            if f is not self.pending:
+                return
             response = f.result()
             results = response.results if response is not None else []
             for (name, value), res in zip(sorted(changes.items()), results, strict=False):

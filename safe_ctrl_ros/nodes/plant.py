@@ -132,7 +132,7 @@ class PlantNode(Node):
         self._latest_cmd: FloatArray | None = None
         self._latest_stamp: int | None = None
         self._fresh_at = 0.0  # monotonic time of the newest accepted command
-        self.loop_closed = False  # real time: the clock starts once the initial state has been answered
+        self.loop_closed = False  # the stack has answered once (real time: the clock starts then)
         period = dt if self.mode == "realtime" else min(resend, 0.01)
         self.timer = self.create_timer(period, self._on_timer)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", STATUS_QOS)
@@ -209,6 +209,16 @@ class PlantNode(Node):
         if action is TickAction.RESEND:
             self.sim.stats.resends += 1
             self._publish(first=False)
+        elif action is TickAction.TIMEOUT and not self.loop_closed:
+            # The stack has not answered once yet (a controller still building its solver): keep
+            # waiting, up to startup_timeout, instead of stepping the plant on the safe command.
+            if self.startup_timeout > 0 and now - self.wall_start > self.startup_timeout:
+                self._finish(f"no command for the initial state within {self.startup_timeout} s")
+                return
+            self.get_logger().info("waiting for the first command (the controller is starting)", once=True)
+            self.sim.stats.resends += 1
+            self._publish(first=False)
+            self.gate.sent(self.sim.t_ns, now)  # wait another command_timeout for the same stamp
         elif action is TickAction.TIMEOUT:
             self._pending_u = None
             self._missed_deadline(
@@ -269,6 +279,7 @@ class PlantNode(Node):
         if self.started and not self.done.done() and self.gate.accepts(stamp_to_ns(msg.header.stamp)):
             self._pending_u = u
             self._fresh_at = time.monotonic()
+            self.loop_closed = True
             self._try_advance()
 
     def _try_advance(self) -> None:
