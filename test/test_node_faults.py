@@ -79,6 +79,7 @@ def test_killed_nodes_are_reported_respawned_and_the_loop_resumes(tmp_path: Path
     times = [t for t, _ in run.states]
     assert times[-1] == pytest.approx(12.0)
     m = metrics(run)
+    print(f"states recorded: {m['steps']} of 601")
     assert m["steps"] >= 590  # states recorded through every fault (best effort: a few may be lost)
 
 

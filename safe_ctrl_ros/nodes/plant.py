@@ -103,6 +103,7 @@ class PlantNode(Node):
         self.command_timeout = timeout
         self.safe_steps = 0  # steps run on the safe command (watchdog)
         self.watchdog_active = False
+        self._safe_from = 0
         self.spread = np.zeros(model.nx) if not spread else as_vector(spread, model.nx, "init_randomization")
         if np.any(self.spread < 0):
             raise ConfigError("parameter 'init_randomization': half-widths must be >= 0")
@@ -234,6 +235,7 @@ class PlantNode(Node):
             self.safe_steps += 1
             if not self.watchdog_active:
                 self.watchdog_active = True
+                self._safe_from = self.safe_steps - 1
                 reason = f"no fresh command for {now - self._fresh_at:.3f} s: safe command {self.safe_u.tolist()}"
                 self.get_logger().error(f"t={self.sim.t:.3f} s: {reason}")
                 self._publish_diagnostics(Level.ERROR, reason)
@@ -241,7 +243,8 @@ class PlantNode(Node):
         if self.watchdog_active:
             self.watchdog_active = False
             self.get_logger().warning(
-                f"t={self.sim.t:.3f} s: commands are back after {self.safe_steps} step(s) on the safe command"
+                f"t={self.sim.t:.3f} s: commands are back after {self.safe_steps - self._safe_from} step(s) on the "
+                "safe command"
             )
             self._publish_diagnostics(Level.WARN, "commands are back (watchdog released)")
         return u
