@@ -81,6 +81,8 @@ def test_killed_nodes_are_reported_respawned_and_the_loop_resumes(tmp_path: Path
     m = metrics(run)
     print(f"states recorded: {m['steps']} of 601")
     assert m["steps"] >= 590  # states recorded through every fault (best effort: a few may be lost)
+    assert m["safe_command_steps"] == s["safe_command_steps"]  # the plant's health, from the bag
+    assert m["loop_latency_p99_ms"] > 0
 
 
 def test_a_killed_adapter_leaves_the_loop_flying_and_comes_back(tmp_path: Path) -> None:

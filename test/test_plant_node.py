@@ -210,3 +210,32 @@ def test_reference_is_published_with_the_state(ros_context: object, executor: Si
     assert len(ctrl.references) >= 40
     for stamp, x_ref in ctrl.references:
         np.testing.assert_allclose(x_ref, task.reference(stamp * 1e-9)[0][0], atol=1e-12)
+
+
+def test_actuator_guard_clips_rejects_and_reports(
+    ros_context: object, executor: SingleThreadedExecutor, tmp_path: Path
+) -> None:
+    """Out-of-bounds commands are clipped, non-finite ones rejected (the state then times out onto the
+    safe command); each is counted and logged."""
+
+    def command(k: int, _x: np.ndarray) -> np.ndarray:
+        return np.array([1e3]) if k % 3 == 1 else np.array([np.nan]) if k % 3 == 2 else np.array([0.1])
+
+    ctrl = AnsweringController("guard", command, context=ros_context)
+    executor.add_node(ctrl)
+    summary = tmp_path / "s.json"
+    plant = PlantProcess("guard", "duration:=0.18", "command_timeout:=0.2", "resend_period:=0.5",
+                         "stop_on_out_of_bounds:=false", f"summary_file:={summary}")
+    try:
+        assert plant.wait(executor) == 0, plant.output
+    finally:
+        plant.stop()
+        ctrl.destroy_node()
+    s = json.loads(summary.read_text())
+    assert s["steps"] == 9
+    # states k = 1..9 answered: k % 3 == 1 clipped (1, 4, 7), k % 3 == 2 NaN (2, 5, 8)
+    assert s["clipped_commands"] == 3
+    assert s["rejected_commands"] == 3
+    assert s["safe_command_steps"] == 3
+    assert "clipped command [1000.0] to the input bounds" in plant.output
+    assert "rejected command [nan]" in plant.output

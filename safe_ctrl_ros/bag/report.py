@@ -43,6 +43,7 @@ class Run:
     models: list[Any] = field(default_factory=list)
     topics: dict[str, tuple[str, int]] = field(default_factory=dict)
     complete: bool | None = None  # False: the recorder was killed (the bag ends at its last flush)
+    plant_health: dict[str, str] = field(default_factory=dict)  # the plant's last loop-timing diagnostics
 
 
 def load_run(path: str | Path) -> Run:
@@ -89,6 +90,10 @@ def load_run(path: str | Path) -> Run:
                 run.adapter.append(msg)
             elif topic.endswith("adapter/model"):
                 run.models.append(msg)
+            elif topic == "/diagnostics":
+                for status in msg.status:
+                    if status.name.endswith("plant: loop timing"):
+                        run.plant_health = {kv.key: kv.value for kv in status.values}
     finally:
         reader.close()
     run.states.sort(key=lambda s: s[0])
@@ -131,6 +136,13 @@ def metrics(run: Run) -> dict[str, Any]:
     out["disturbance_events"] = [
         {"t": _t(e.header), "name": e.name, "phase": e.phase, "kind": e.kind} for e in run.events
     ]
+    health = run.plant_health
+    for key in ("latency_p50_ms", "latency_p99_ms", "latency_max_ms", "jitter_p99_ms", "miss_rate"):
+        if key in health and health[key] != "nan":
+            out[f"loop_{key}"] = float(health[key])
+    for key in ("missed_deadlines", "safe_command_steps", "clipped_commands", "rejected_commands"):
+        if key in health:
+            out[key] = int(health[key])
     if run.adapter:
         a = run.adapter[-1]
         out["adapter_updates"] = int(a.updates_accepted)
@@ -165,7 +177,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     keys = ["recording_complete", "steps", "sim_time_s", "tracking_rmse", "tracking_rmse_last_10s", "violation_steps",
             "failed",
             "first_violation_time", "worst_margin", "control_effort", "solve_ms_p50", "solve_ms_p99",
-            "solve_ms_max", "fallback_steps", "model_version_final", "adapter_updates", "adapter_val_loss",
+            "solve_ms_max", "fallback_steps", "loop_latency_p50_ms", "loop_latency_p99_ms", "loop_latency_max_ms",
+            "loop_jitter_p99_ms", "loop_miss_rate", "missed_deadlines", "safe_command_steps", "clipped_commands",
+            "rejected_commands", "model_version_final", "adapter_updates", "adapter_val_loss",
             "adapter_memory_bytes"]
     keys = [k for k in keys if any(k in r for r in rows)]
 

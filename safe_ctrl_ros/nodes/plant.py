@@ -259,13 +259,22 @@ class PlantNode(Node):
             self._publish_diagnostics(Level.WARN, "missing deadlines")
 
     def _on_command(self, msg: Command) -> None:
-        u = self.sim.check_command(vector_of(msg.u))
+        raw = vector_of(msg.u)
+        clipped_before = self.sim.stats.clipped_commands
+        u = self.sim.check_command(raw)
         if u is None:
             self.get_logger().error(
-                f"rejected command {list(msg.u)}: expected {self.sim.model.nu} finite values",
+                f"rejected command {list(msg.u)}: expected {self.sim.model.nu} finite values "
+                f"({self.sim.stats.rejected_commands} rejected so far)",
                 throttle_duration_sec=1.0,
             )
             return
+        if self.sim.stats.clipped_commands > clipped_before:
+            self.get_logger().warning(
+                f"clipped command {raw.tolist()} to the input bounds: {u.tolist()} "
+                f"({self.sim.stats.clipped_commands} clipped so far)",
+                throttle_duration_sec=1.0,
+            )
         if self.timing is not None:
             stamp = stamp_to_ns(msg.header.stamp)
             if stamp > self.sim.t_ns or (self._latest_stamp is not None and stamp < self._latest_stamp):
