@@ -9,9 +9,7 @@ and CPU sampling) and every exit code, and writes each node's output to its own 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -21,38 +19,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO
 
+from safe_ctrl_ros.bringup.domain import claim_domain as claim_free_domain
 from safe_ctrl_ros.bringup.launch_xml import parse_launch_file
 from safe_ctrl_ros.bringup.runner import child_env, node_command
 
 REPO = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-_domain_lock: IO[str] | None = None
 
 
 def claim_domain() -> int:
     """A ROS_DOMAIN_ID of this benchmark's own: the one in the environment if set (e.g. by the
     tests), else a free one in 100..199 claimed by the same lock files as the tests' (so two
     benchmarks, a test run and a benchmark never share a domain and never see each other's /clock)."""
-    global _domain_lock
     if os.environ.get("ROS_DOMAIN_ID"):
         return int(os.environ["ROS_DOMAIN_ID"])
-    lock_dir = Path(tempfile.gettempdir()) / "safe_ctrl_ros_domains"
-    lock_dir.mkdir(exist_ok=True)
-    candidates = list(range(100, 200))
-    random.Random(os.getpid()).shuffle(candidates)
-    for domain in candidates:
-        handle = open(lock_dir / f"{domain}.lock", "w")  # noqa: SIM115 - held until the process exits
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            continue
-        _domain_lock = handle
-        os.environ["ROS_DOMAIN_ID"] = str(domain)
-        return domain
-    raise SystemExit("no free ROS_DOMAIN_ID in 100..199")
+    domain = claim_free_domain()
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    return domain
 
 
 def _die_with_parent() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.ros import REPO, start_bringup
+from helpers.ros import REPO, pid_of, start_bringup
 from safe_ctrl_ros.bag.report import load_run, metrics
 from safe_ctrl_ros.bringup.flagship import bag_sim_seconds
 
@@ -21,18 +21,6 @@ pytest.importorskip("rclpy")
 LAUNCH = REPO / "launch" / "quadrotor_3d_hover.launch.xml"
 QUIET = "seed: 0\ndisturbances: []\n"
 
-
-def pid_of(node: str, namespace: str) -> int | None:
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"__node:={node}".encode() in args and f"__ns:=/{namespace}".encode() in args:
-            return int(proc.name)
-    return None
 
 
 def wait_sim(bag: Path, seconds: float, timeout: float = 60.0) -> None:

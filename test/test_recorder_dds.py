@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.ros import REPO, bringup
+from helpers.ros import REPO, bringup, pid_of
 from safe_ctrl_ros.bag.report import load_run, main, metrics
 
 pytest.importorskip("rclpy")
@@ -100,19 +100,6 @@ def test_replay_reproduces_the_monitors_output(tmp_path: Path) -> None:
     assert any(any(replayed[k].violated) for k in common)  # the push's violation is reproduced
 
 
-def _pid_of(node: str, namespace: str) -> int | None:
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"__node:={node}".encode() in args and f"__ns:=/{namespace}".encode() in args:
-            return int(proc.name)
-    return None
-
-
 def test_a_killed_recorder_leaves_a_readable_bag(tmp_path: Path) -> None:
     import os
     import signal
@@ -129,7 +116,7 @@ def test_a_killed_recorder_leaves_a_readable_bag(tmp_path: Path) -> None:
         while bag_sim_seconds(bag) < 2.0 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert bag_sim_seconds(bag) >= 2.0, "the recording did not start"
-        pid = _pid_of("recorder", "killed")
+        pid = pid_of("recorder", "killed")
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         out, _ = proc.communicate(timeout=120)

@@ -79,3 +79,17 @@ def start_when_matched(
     assert spin_until(executor, client.service_is_ready, timeout), "the plant's ~/start service is not up"
     future = client.call_async(Trigger.Request())
     assert spin_until(executor, future.done, timeout)
+
+
+def pid_of(node: str, namespace: str) -> int | None:
+    """The pid of the process running node `node` in `namespace` (from its --ros-args remaps)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"__node:={node}".encode() in args and f"__ns:=/{namespace}".encode() in args:
+            return int(proc.name)
+    return None
