@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from safe_ctrl_ros.bag.types import open_bag
 from safe_ctrl_ros.errors import ConfigError
 
 
@@ -24,14 +25,11 @@ def replay(bag: Path, rate: float, topics: list[str], exclude: list[str], start_
     import rclpy
     from builtin_interfaces.msg import Time
     from rclpy.node import Node
-    from rosbags.highlevel import AnyReader
     from rosgraph_msgs.msg import Clock
 
     from safe_ctrl_ros.ros.message_types import message_class
     from safe_ctrl_ros.ros.qos import CLOCK_QOS, COMMAND_QOS, STATE_QOS
 
-    if not bag.exists():
-        raise ConfigError(f"bag '{bag}' does not exist")
     if rate <= 0:
         raise ConfigError(f"--rate must be > 0, got {rate}")
     rclpy.init()
@@ -39,7 +37,7 @@ def replay(bag: Path, rate: float, topics: list[str], exclude: list[str], start_
     pubs: dict[str, Any] = {}
     count = 0
     try:
-        with AnyReader([bag]) as reader:
+        with open_bag(bag) as reader:
             chosen = [c for c in reader.connections
                       if (not topics or c.topic in topics) and c.topic not in exclude]
             if not chosen:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from safe_ctrl_ros.bag.types import open_bag
 from safe_ctrl_ros.errors import ConfigError, read_yaml
 from safe_ctrl_ros.systems.base import FloatArray
 
@@ -47,11 +48,7 @@ class Run:
 
 
 def load_run(path: str | Path) -> Run:
-    from rosbags.highlevel import AnyReader
-
     bag = Path(path)
-    if not bag.exists():
-        raise ConfigError(f"bag '{bag}' does not exist")
     run = Run(bag.name)
     meta = bag / "metadata.yaml"
     if meta.is_file():
@@ -59,12 +56,7 @@ def load_run(path: str | Path) -> Run:
         custom = (info.get("rosbag2_bagfile_information") or {}).get("custom_data") or {}
         if "complete" in custom:
             run.complete = str(custom["complete"]).lower() == "true"
-    try:
-        reader = AnyReader([bag])
-        reader.open()
-    except Exception as exc:
-        raise ConfigError(f"bag '{bag}' cannot be read: {exc}") from exc
-    try:
+    with open_bag(bag) as reader:
         for con in reader.connections:
             run.topics[con.topic] = (con.msgtype, con.msgcount)
         seen_states: set[float] = set()
@@ -94,10 +86,19 @@ def load_run(path: str | Path) -> Run:
                 for status in msg.status:
                     if status.name.endswith("plant: loop timing"):
                         run.plant_health = {kv.key: kv.value for kv in status.values}
-    finally:
-        reader.close()
     run.states.sort(key=lambda s: s[0])
     return run
+
+
+def tracking_errors(run: Run) -> tuple[FloatArray, FloatArray]:
+    """Times and position errors |x - x_ref| over the states that have a reference."""
+    if not run.states:
+        return np.zeros(0), np.zeros(0)
+    nx = run.states[0][1].size
+    dims = POSITION_DIMS.get(nx, list(range(nx)))
+    refs = run.references
+    pairs = [(t, float(np.linalg.norm(x[dims] - refs[t][dims]))) for t, x in run.states if t in refs]
+    return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
 
 
 def metrics(run: Run) -> dict[str, Any]:
@@ -107,13 +108,10 @@ def metrics(run: Run) -> dict[str, Any]:
     if run.states:
         t = np.array([s[0] for s in run.states])
         out["sim_time_s"] = float(t[-1] - t[0])
-        nx = run.states[0][1].size
-        dims = POSITION_DIMS.get(nx, list(range(nx)))
-        errs = [np.linalg.norm(x[dims] - run.references[ti][dims]) for ti, x in run.states if ti in run.references]
-        out["tracking_rmse"] = float(np.sqrt(np.mean(np.square(errs)))) if errs else None
-        if errs:
-            last = [e for (ti, _), e in zip([s for s in run.states if s[0] in run.references], errs, strict=True)
-                    if ti >= t[-1] - 10.0]
+        err_t, errs = tracking_errors(run)
+        out["tracking_rmse"] = float(np.sqrt(np.mean(np.square(errs)))) if errs.size else None
+        if errs.size:
+            last = errs[err_t >= t[-1] - 10.0]
             out["tracking_rmse_last_10s"] = float(np.sqrt(np.mean(np.square(last))))
     if run.commands:
         u = np.array([c[1] for c in run.commands])
@@ -254,16 +252,6 @@ def plots(run: Run, directory: Path) -> list[Path]:
         plt.close(fig)
         out.append(path)
     return out
-
-
-def tracking_errors(run: Run) -> tuple[FloatArray, FloatArray]:
-    """Times and position errors |x - x_ref| over the states that have a reference."""
-    if not run.states:
-        return np.zeros(0), np.zeros(0)
-    dims = POSITION_DIMS.get(run.states[0][1].size, [0])
-    refs = run.references
-    pairs = [(t, float(np.linalg.norm(x[dims] - refs[t][dims]))) for t, x in run.states if t in refs]
-    return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
 
 
 def comparison_plot(runs: list[Run], path: Path, title: str = "", window_s: float = 3.0) -> Path:

@@ -25,6 +25,7 @@ import numpy as np
 import yaml
 
 from safe_ctrl_ros import systems
+from safe_ctrl_ros.bag.types import open_bag
 from safe_ctrl_ros.errors import ConfigError, read_yaml
 from safe_ctrl_ros.learning.model_file import ResidualModel, load_model, save_model
 from safe_ctrl_ros.learning.offline import RetrainResult, retrain
@@ -70,19 +71,10 @@ def read_transitions(
     bag: Path, state_topic: str | None, cmd_topic: str | None
 ) -> tuple[list[tuple[int, FloatArray]], dict[int, FloatArray], dict[str, Any], tuple[str, str]]:
     """States, commands by stamp, the recorded adapter's last status (if any), and the topics used."""
-    from rosbags.highlevel import AnyReader
-
-    if not bag.exists():
-        raise ConfigError(f"bag '{bag}' does not exist")
-    try:
-        reader = AnyReader([bag])
-        reader.open()
-    except Exception as exc:
-        raise ConfigError(f"bag '{bag}' cannot be read: {exc}") from exc
     states: dict[int, FloatArray] = {}
     commands: dict[int, FloatArray] = {}
     recorded: dict[str, Any] = {}
-    try:
+    with open_bag(bag) as reader:
         topics = {c.topic: c.msgtype for c in reader.connections}
         s_topic = _pick(topics, state_topic, "state", "plant/state")
         c_topic = _pick(topics, cmd_topic, "cmd", "plant/cmd")
@@ -98,8 +90,6 @@ def read_transitions(
                 recorded = {"method": msg.method, "updates_accepted": int(msg.updates_accepted),
                             "best_val_loss": float(msg.best_val_loss),
                             "training_memory_bytes": int(msg.training_memory_bytes)}
-    finally:
-        reader.close()
     return sorted(states.items()), commands, recorded, (s_topic, c_topic)
 
 

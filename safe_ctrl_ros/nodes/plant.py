@@ -190,11 +190,7 @@ class PlantNode(Node):
                 # Warm-up: hold the initial state (re-sent every period) until the stack has answered
                 # it once, so a controller still building its solver costs no steps; then start the clock.
                 if self._latest_cmd is None:
-                    if now - self.wall_start > self.startup_timeout > 0:
-                        self._finish(f"no command for the initial state within {self.startup_timeout} s")
-                        return
-                    self.sim.stats.resends += 1
-                    self._publish(first=False)
+                    self._await_first_answer(now)
                     return
                 self.loop_closed = True
                 self.wall_start = now
@@ -211,21 +207,26 @@ class PlantNode(Node):
             self.sim.stats.resends += 1
             self._publish(first=False)
         elif action is TickAction.TIMEOUT and not self.loop_closed:
-            # The stack has not answered once yet (a controller still building its solver): keep
-            # waiting, up to startup_timeout, instead of stepping the plant on the safe command.
-            if self.startup_timeout > 0 and now - self.wall_start > self.startup_timeout:
-                self._finish(f"no command for the initial state within {self.startup_timeout} s")
-                return
-            self.get_logger().info("waiting for the first command (the controller is starting)", once=True)
-            self.sim.stats.resends += 1
-            self._publish(first=False)
-            self.gate.sent(self.sim.t_ns, now)  # wait another command_timeout for the same stamp
+            # Not stepped on the safe command: the stack has not answered once yet.
+            if self._await_first_answer(now):
+                self.gate.sent(self.sim.t_ns, now)  # wait another command_timeout for the same stamp
         elif action is TickAction.TIMEOUT:
             self._pending_u = None
             self._missed_deadline(
                 f"no command for t={self.sim.t:.3f} s within {self.gate.command_timeout} s: applying the safe command"
             )
             self._advance(self._watchdog(now, None, timed_out=True))
+
+    def _await_first_answer(self, now: float) -> bool:
+        """Before the stack's first answer (a controller may still be building its solver): re-send
+        the initial state, up to startup_timeout; False when that ran out and the episode ended."""
+        if self.startup_timeout > 0 and now - self.wall_start > self.startup_timeout:
+            self._finish(f"no command for the initial state within {self.startup_timeout} s")
+            return False
+        self.get_logger().info("waiting for the first command (the controller is starting)", once=True)
+        self.sim.stats.resends += 1
+        self._publish(first=False)
+        return True
 
     def _watchdog(self, now: float, u: FloatArray | None, timed_out: bool = False) -> FloatArray | None:
         """The command to apply: `u`, or the safe command once no fresh command came for
