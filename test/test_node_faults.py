@@ -8,26 +8,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
-from helpers.ros import REPO, pid_of, start_bringup
+from helpers.ros import REPO, pid_of, start_bringup, wait_for_bag_time
 from safe_ctrl_ros.bag.report import load_run, metrics
-from safe_ctrl_ros.bringup.flagship import bag_sim_seconds
 
 pytest.importorskip("rclpy")
 LAUNCH = REPO / "launch" / "quadrotor_3d_hover.launch.xml"
 QUIET = "seed: 0\ndisturbances: []\n"
 
-
-
-def wait_sim(bag: Path, seconds: float, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while bag_sim_seconds(bag) < seconds and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert bag_sim_seconds(bag) >= seconds, f"the run did not reach t={seconds} s"
 
 
 def test_killed_nodes_are_reported_respawned_and_the_loop_resumes(tmp_path: Path) -> None:
@@ -37,20 +28,20 @@ def test_killed_nodes_are_reported_respawned_and_the_loop_resumes(tmp_path: Path
     proc = start_bringup(str(LAUNCH), "namespace:=faults", "mode:=realtime", "respawn:=true", "command_timeout:=0.1",
                          "duration:=12.0", f"disturbances:={quiet}", "record:=true", f"bag:={bag}",
                          "autostart:=false", f"summary_file:={summary}")
-    kills = {}
+    killed: list[str] = []
     try:
         for node, at in (("controller", 2.0), ("disturbance_injector", 5.0), ("constraint_monitor", 8.0)):
-            wait_sim(bag, at)
+            wait_for_bag_time(bag, at)
             pid = pid_of(node, "faults")
             assert pid is not None, node
             os.kill(pid, signal.SIGKILL)
-            kills[node] = bag_sim_seconds(bag)
+            killed.append(node)
         out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    for node in kills:
+    for node in killed:
         assert f"{node} died with code -9; respawning" in out, out[-3000:]
     s = json.loads(summary.read_text())
     assert s["terminated"] == ""  # the episode ran to its end
@@ -81,7 +72,7 @@ def test_a_killed_adapter_leaves_the_loop_flying_and_comes_back(tmp_path: Path) 
                          "respawn:=true", "duration:=10.0", "record:=true", f"bag:={bag}", "autostart:=false",
                          f"summary_file:={summary}")
     try:
-        wait_sim(bag, 3.0, timeout=90.0)
+        wait_for_bag_time(bag, 3.0, timeout=90.0)
         pid = pid_of("adapter", "adaptfault")
         assert pid is not None
         os.kill(pid, signal.SIGKILL)

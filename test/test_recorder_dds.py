@@ -103,19 +103,14 @@ def test_replay_reproduces_the_monitors_output(tmp_path: Path) -> None:
 def test_a_killed_recorder_leaves_a_readable_bag(tmp_path: Path) -> None:
     import os
     import signal
-    import time
 
-    from helpers.ros import start_bringup
-    from safe_ctrl_ros.bringup.flagship import bag_sim_seconds
+    from helpers.ros import start_bringup, wait_for_bag_time
 
     bag = tmp_path / "killed"
     proc = start_bringup(str(LAUNCH), "namespace:=killed", "record:=true", f"bag:={bag}", "autostart:=false",
                          "duration:=6.0")
     try:
-        deadline = time.monotonic() + 90
-        while bag_sim_seconds(bag) < 2.0 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert bag_sim_seconds(bag) >= 2.0, "the recording did not start"
+        wait_for_bag_time(bag, 2.0, timeout=90.0)
         pid = pid_of("recorder", "killed")
         assert pid is not None
         os.kill(pid, signal.SIGKILL)

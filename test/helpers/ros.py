@@ -93,3 +93,13 @@ def pid_of(node: str, namespace: str) -> int | None:
         if f"__node:={node}".encode() in args and f"__ns:=/{namespace}".encode() in args:
             return int(proc.name)
     return None
+
+
+def wait_for_bag_time(bag: Path, seconds: float, timeout: float = 60.0) -> None:
+    """Wait until the bag being recorded holds `seconds` of sim time (its metadata.yaml says so)."""
+    from safe_ctrl_ros.bringup.flagship import bag_sim_seconds
+
+    deadline = time.monotonic() + timeout
+    while bag_sim_seconds(bag) < seconds and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert bag_sim_seconds(bag) >= seconds, f"the recorded run did not reach t={seconds} s"
