@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import Any
 import yaml
 
 from safe_ctrl_ros.bag.report import comparison_plot, load_run, metrics, plots
+from safe_ctrl_ros.bringup.launch_xml import find_package_share
 from safe_ctrl_ros.errors import ConfigError
 
 LAUNCH = "quadrotor_2d_flagship.launch.xml"
@@ -51,11 +51,10 @@ def launch_file() -> Path:
     source = Path(__file__).resolve().parents[2] / "launch" / LAUNCH
     if source.is_file():
         return source
-    for prefix in filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):
-        share = Path(prefix) / "share" / "safe_ctrl_ros" / "launch" / LAUNCH
-        if share.is_file():
-            return share
-    raise ConfigError(f"{LAUNCH} not found (source tree or AMENT_PREFIX_PATH): run `make setup` first")
+    installed = find_package_share("safe_ctrl_ros") / "launch" / LAUNCH  # ConfigError if not installed
+    if installed.is_file():
+        return installed
+    raise ConfigError(f"{LAUNCH} not found in the source tree or {installed.parent}: run `make setup` first")
 
 
 def bag_sim_seconds(bag: Path) -> float:
