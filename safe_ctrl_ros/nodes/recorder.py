@@ -87,8 +87,9 @@ class RecorderNode(Node):
             return topic in explicit or topic.lstrip("/") in explicit
         return topic in GLOBAL_TOPICS or (topic.startswith(self.ns + "/") if self.ns else True)
 
-    def _qos(self, topic: str) -> QoSProfile:
-        pubs = self.get_publishers_info_by_topic(topic)
+    @staticmethod
+    def _qos(pubs: list[Any]) -> QoSProfile:
+        """The subscription QoS that matches every publisher in `pubs` (their TopicEndpointInfo)."""
         best_effort = any(p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for p in pubs)
         latched = bool(pubs) and all(p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in pubs)
         return QoSProfile(
@@ -112,19 +113,19 @@ class RecorderNode(Node):
         for topic, types in self.get_topic_names_and_types():
             if topic in self.subs or not self._wanted(topic) or not types:
                 continue
-            if self.count_publishers(topic) == 0:
+            pubs = self.get_publishers_info_by_topic(topic)
+            if not pubs:
                 continue  # only subscribers so far: wait for a publisher, whose QoS we must match
             msgtype = types[0]
             try:
-                offered = [offered_qos(p.qos_profile) for p in self.get_publishers_info_by_topic(topic)]
-                self.writer.add_topic(topic, msgtype, offered)
+                self.writer.add_topic(topic, msgtype, [offered_qos(p.qos_profile) for p in pubs])
                 cls = message_class(msgtype)
             except (ConfigError, AttributeError, ModuleNotFoundError, ValueError) as exc:
                 self.get_logger().warning(f"not recording '{topic}' ({msgtype}): {exc}")
                 self.subs[topic] = None
                 continue
             self.subs[topic] = self.create_subscription(
-                cls, topic, lambda data, t=topic: self._on_message(t, data), self._qos(topic), raw=True
+                cls, topic, lambda data, t=topic: self._on_message(t, data), self._qos(pubs), raw=True
             )
             self.get_logger().info(f"recording {topic} [{msgtype}]")
 
