@@ -285,11 +285,6 @@ def _disturbance(record: dict[str, Any]) -> float:
     return math.inf if math.isnan(other) else other
 
 
-def _json_safe(record: dict[str, Any]) -> dict[str, Any]:
-    """nan (a figure with no data) as null: JSON has no nan."""
-    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in record.items()}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--robots", type=int, nargs="+", default=[1, 2, 4, 6, 8, 10, 12, 14, 16, 20, 24],
@@ -352,7 +347,7 @@ def main() -> int:
                 print(f"{mode}, {clock} /clock: holds {max(held) if held else 0} loop(s) at 50 Hz", flush=True)
     finally:
         rclpy.try_shutdown()
-        write_records(args.out, [_json_safe(r) for r in records])  # what was measured, even after Ctrl-C
+        write_records(args.out, records)  # what was measured, even after Ctrl-C
     return 0
 
 

@@ -10,7 +10,6 @@ A run's topics are found by their names' endings (`plant/state`, `plant/referenc
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import numpy as np
 
 from safe_ctrl_ros.bag.types import open_bag
 from safe_ctrl_ros.errors import ConfigError, read_yaml
+from safe_ctrl_ros.json_out import dumps
 from safe_ctrl_ros.systems.base import FloatArray
 
 # State entries whose tracking error counts, by state size (cart-pole: x and theta).
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts.markdown:
         opts.markdown.write_text(table)
     if opts.json:
-        opts.json.write_text(json.dumps(rows, indent=2) + "\n")
+        opts.json.write_text(dumps(rows))
     if opts.plots:
         for r in runs:
             for p in plots(r, opts.plots):

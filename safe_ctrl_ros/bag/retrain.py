@@ -15,8 +15,6 @@ By default the adapter's inputs are used (`<ns>/state`, `<ns>/cmd`), else the pl
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import yaml
 from safe_ctrl_ros import systems
 from safe_ctrl_ros.bag.types import open_bag
 from safe_ctrl_ros.errors import ConfigError, read_yaml
+from safe_ctrl_ros.json_out import dumps
 from safe_ctrl_ros.learning.model_file import ResidualModel, load_model, save_model
 from safe_ctrl_ros.learning.offline import RetrainResult, retrain
 from safe_ctrl_ros.learning.settings import PARAMETERS, adapter_settings, flatten
@@ -142,17 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         doc = {"bag": str(opts.bag), "topics": used, "settings": {k: str(v) for k, v in values.items()},
                "result": result.summary(), "recorded_adapter": recorded,
                "rounds": [r.__dict__ for r in result.rounds]}
-        opts.json.write_text(json.dumps(_finite(doc), indent=2) + "\n")
+        opts.json.write_text(dumps(doc))
     return 0
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN: non-finite floats become null."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def report(bag: Path, topics: tuple[str, str], method: str, result: RetrainResult, recorded: dict[str, Any]) -> str:

@@ -15,7 +15,6 @@ adapter updates and training memory), a JSON file and plots.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import yaml
 from safe_ctrl_ros.bag.report import comparison_plot, load_run, metrics, plots
 from safe_ctrl_ros.bringup.launch_xml import find_package_share
 from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.json_out import dumps
 
 LAUNCH = "quadrotor_2d_flagship.launch.xml"
 
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     text = table(rows, {v.name: v.label for v in variants})
     (out / "table.md").write_text(text)
-    (out / "report.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out / "report.json").write_text(dumps(rows))
     figures = [comparison_plot(runs, out / "plots" / "tracking_error.png", "flagship: position error")]
     for run in runs:
         figures += plots(run, out / "plots")

@@ -13,7 +13,6 @@ can be changed while it runs; they are validated before they take effect.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from std_srvs.srv import Trigger
 
 from safe_ctrl_ros import systems
 from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.json_out import dumps
 from safe_ctrl_ros.msg import Command, Reference, State
 from safe_ctrl_ros.ros.convert import ns_to_stamp, stamp_to_ns, state_msg, vector_of
 from safe_ctrl_ros.ros.node_main import run_node
@@ -479,7 +479,7 @@ class PlantNode(Node):
             )
         self._publish_diagnostics(Level.ERROR if reason else Level.OK, reason or "episode finished")
         if self.summary_file:
-            Path(self.summary_file).write_text(json.dumps(s, indent=2) + "\n")
+            Path(self.summary_file).write_text(dumps(s))
         self.timer.cancel()
         if self.diag_timer is not None:
             self.diag_timer.cancel()
