@@ -106,7 +106,6 @@ class ControllerNode(Node):
             SafetyRequest, "safety/request", self._on_safety, LATCHED_QOS, callback_group=group
         )
         self._last: tuple[int, Command] | None = None
-        self.stale_states = 0
         self.out_of_order = 0
         self._monitor_stamp = -1
         self._pending: tuple[State, float] | None = None
@@ -211,7 +210,6 @@ class ControllerNode(Node):
         reason = self.safety_reason
         age = (self.get_clock().now().nanoseconds - stamp) * 1e-9
         if self.max_state_age > 0 and age > self.max_state_age and not reason:
-            self.stale_states += 1
             reason = f"stale state: {age:.3f} s old (max_state_age {self.max_state_age} s)"
         report = self.law.compute(vector_of(msg.x), stamp * 1e-9, force_fallback=reason)
         cmd = command_msg(report.u, stamp, msg.header.frame_id)
