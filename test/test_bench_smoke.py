@@ -40,7 +40,7 @@ def test_mpc_solve_writes_its_records(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     records = json.loads(out.read_text())
     solvers = {r["solver"] for r in records}
-    assert solvers == {"sqp_hpipm", "sqp_qrqp", "fatrop", "ipopt", "plain_opti_ipopt"}
+    assert solvers == {"rti_hpipm", "sqp_hpipm", "sqp_qrqp", "fatrop", "ipopt", "plain_opti_ipopt"}
     assert {r["system"] for r in records} == {"quadrotor_2d", "cartpole"}
     for r in records:
         assert r["horizon"] == 20

@@ -62,7 +62,7 @@ def test_nmpc_keeps_the_pole_constraints_over_dds(ros_context: object, tmp_path:
     # the controller's writer may match this reader a little later (discovery is not symmetric), and
     # the last few may still be in flight when bringup stops the graph.
     assert len(statuses) >= 200, output
-    assert all(s.controller == "nmpc" and s.solver == "sqp_hpipm" for s in statuses)
+    assert all(s.controller == "nmpc" and s.solver == "rti_hpipm" for s in statuses)
     assert not any(s.fallback_active for s in statuses)
     assert all(s.solve_time_ms > 0 for s in statuses)
 

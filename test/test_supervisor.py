@@ -27,7 +27,7 @@ def test_primary_law_when_all_is_well() -> None:
     report = sup.compute([0.0, 0.0, 0.1, 0.0], 0.0)
     assert report.controller == "nmpc"
     assert not report.fallback_active
-    assert report.solver == "sqp_hpipm"
+    assert report.solver == "rti_hpipm"
     assert report.solve_time_s > 0
 
 

@@ -15,15 +15,19 @@ terminal state carries no slack (HPIPM admits no terminal input), so state const
 to x_{N-1}. The residual's weights theta and the reference are parameters: new weights need no
 rebuild. The cost is quadratic, so the SQP solvers use its constant Hessian (Gauss-Newton).
 Solvers (docs/CONTROLLERS.md has the measured timings):
-- sqp_hpipm (default): SQP with HPIPM, real-time iteration (one QP per call) by default;
-- sqp_qrqp: SQP with CasADi's active-set qrqp;  fatrop;  ipopt (interior point, to convergence).
+- rti_hpipm (default): Gauss-Newton real-time iteration as one CasADi function: linearize at the
+  shifted previous solution, solve the stage-structured QP with HPIPM, take the full step
+  (`sqp_iterations` such steps per call). One call from Python, none of nlpsol's bookkeeping;
+- sqp_hpipm: CasADi's sqpmethod with HPIPM (the same iteration through nlpsol, with its line search
+  when sqp_iterations > 1);  sqp_qrqp: sqpmethod with CasADi's active-set qrqp;  fatrop;
+  ipopt (interior point, to convergence).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import casadi as ca
 import numpy as np
@@ -37,11 +41,12 @@ from safe_ctrl_ros.safety.constraints import Constraint, ConstraintSet
 from safe_ctrl_ros.systems.base import WRENCH_SIZE, FloatArray, SymbolicModel, as_vector
 from safe_ctrl_ros.tasks import Task
 
-SOLVERS = ("sqp_hpipm", "sqp_qrqp", "fatrop", "ipopt")
+SOLVERS = ("rti_hpipm", "sqp_hpipm", "sqp_qrqp", "fatrop", "ipopt")
 # sqpmethod reports hitting max_iter as not successful: in real-time iteration that is the plan.
-# It also does not report a failed QP (e.g. infeasible), so `solve` checks the iterate itself: the
-# linear constraints (x_0 = x0, input bounds, hard input constraints) hold to LINEAR_TOL after any
-# solved QP; the dynamics gaps, linearized once per call in RTI, must stay below GAP_TOL.
+# Neither it nor a QP called inside rti_hpipm's function reports a failed QP (e.g. infeasible), so
+# `solve` checks the iterate itself: the linear constraints (x_0 = x0, input bounds, hard input
+# constraints) hold to LINEAR_TOL after any solved QP; the first dynamics gap (the one the applied
+# command acts through), linearized once per call in RTI, must stay below GAP_TOL.
 _SQP_OK = {"solve_succeeded", "maximum_iterations_exceeded"}
 LINEAR_TOL = 1e-6
 GAP_TOL = 1.0
@@ -54,7 +59,7 @@ class NmpcConfig:
     Q: Any = 1.0
     R: Any = 0.1
     P: Any = None  # terminal weight; None = the LQR cost-to-go (discrete Riccati solution) at the goal
-    solver: str = "sqp_hpipm"
+    solver: str = "rti_hpipm"
     sqp_iterations: int = 1  # 1 = real-time iteration
     rk4_substeps: int = 1
     slack_l1: float = 1000.0
@@ -92,6 +97,19 @@ class NmpcResult:
     max_slack: float
 
 
+class _Iterate(NamedTuple):
+    """What one solver call leaves: primal iterate, multipliers (kept as CasADi DM: they only go
+    back into the next call), cost, status."""
+
+    w: FloatArray
+    lam_x: ca.DM
+    lam_g: ca.DM
+    cost: float
+    status: str
+    ok: bool
+    iterations: int
+
+
 def _constraint_expr(c: Constraint, x: ca.SX, u: ca.SX) -> ca.SX:
     z = {"state": x, "input": u, "input_and_state": ca.vertcat(x, u)}[c.variable]
     za = ca.vertcat(*[z[i] for i in c.active_dims])
@@ -122,6 +140,7 @@ class Nmpc:
         self.soft = [c for c in cons.constraints if c.variable != "input"]
         self.hard = [c for c in cons.constraints if c.variable == "input"]
         self.ns = sum(c.num_rows for c in self.soft)
+        self._x0_as_bounds = self.cfg.solver == "rti_hpipm"
         nx, nu = model.nx, model.nu
         self.nv = nu + self.ns  # stage "input": control and slack
         self.Q = _weight_matrix(cfg.Q, nx, "nmpc Q")
@@ -190,7 +209,7 @@ class Nmpc:
             ubg += [0.0] * nx
             kinds += ["gap"] * nx
             path = []
-            if k == 0:
+            if k == 0 and not self._x0_as_bounds:
                 path.append(X[0] - p_x0)
                 lbg += [0.0] * nx
                 ubg += [0.0] * nx
@@ -212,17 +231,30 @@ class Nmpc:
         self.lbg, self.ubg = np.array(lbg), np.array(ubg)
         self.stage = nx + nu + ns
         nlp = {"x": self.w, "f": cost, "g": self.g, "p": self.p}
-        self.g_fn = ca.Function("constraints", [self.w, self.p], [self.g])
-        self._hard_rows = np.array([k == "hard" for k in kinds])
-        # The first gap is the one the applied command acts through: checked after every solve.
-        self._first_gap = ca.Function("first_gap", [self.w, self.p], [X[1] - self.step_fn(X[0], V[0][:nu], theta)])
-        self.solver = self._make_solver(nlp, cost, nh)
-        # Constant arguments converted once; the solver is called positionally (less call overhead).
-        self._bounds = [ca.DM(self.lbw), ca.DM(self.ubw), ca.DM(self.lbg), ca.DM(self.ubg)]
-        self._out = {name: self.solver.index_out(name) for name in ("x", "f", "lam_x", "lam_g")}
+        self._check = self._make_check(kinds)
+        self._cost_fn = ca.Function("cost", [self.w, self.p], [cost])
+        # The solver is one CasADi function either way; new residual weights are a parameter of it.
+        if cfg.solver == "rti_hpipm":
+            self.solver = self._make_rti(cost, nh)
+        else:
+            self.solver = self._make_solver(nlp, cost, nh)
+            # Constant arguments converted once; nlpsol is called positionally (less overhead).
+            self._bounds = [ca.DM(self.lbw), ca.DM(self.ubw), ca.DM(self.lbg), ca.DM(self.ubg)]
+            self._out = {name: self.solver.index_out(name) for name in ("x", "f", "lam_x", "lam_g")}
+
+    def _make_check(self, kinds: list[str]) -> ca.Function:
+        """(w, p) -> (violation of the linear constraints, largest first dynamics gap)."""
+        w, g = self.w, self.g
+        parts = [ca.mmax(ca.fmax(ca.DM(self.lbw) - w, 0) + ca.fmax(w - ca.DM(self.ubw), 0))]
+        hard = [i for i, k in enumerate(kinds) if k == "hard"]
+        parts.append(ca.mmax(ca.fabs(w[: self.model.nx] - self.p[: self.model.nx])))  # x_0 = x0
+        if hard:
+            parts.append(ca.mmax(ca.fmax(g[hard] - ca.DM(self.ubg[hard]), 0)))
+        first_gap = ca.mmax(ca.fabs(g[: self.model.nx]))
+        return ca.Function("check", [w, self.p], [ca.mmax(ca.vertcat(*parts)), first_gap])
 
     def _make_solver(self, nlp: dict[str, ca.SX], cost: ca.SX, nh: int) -> ca.Function:
-        cfg, nx, n = self.cfg, self.model.nx, self.cfg.horizon
+        cfg = self.cfg
         quiet = {"print_time": False}
         if cfg.solver in ("sqp_hpipm", "sqp_qrqp"):
             lam_f = ca.SX.sym("lam_f")
@@ -240,13 +272,8 @@ class Nmpc:
                 # leave even the linear constraints (x_0 = x0) unmet (seen with the learned residual).
                 opts["max_iter_ls"] = 0
             if cfg.solver == "sqp_hpipm":
-                ng0 = nx + self.ns + nh
                 opts["qpsol"] = "hpipm"
-                opts["qpsol_options"] = {
-                    "N": n, "nx": [nx] * (n + 1), "nu": [self.nv] * n + [0],
-                    "ng": [ng0] + [self.ns + nh] * (n - 1) + [0],
-                    "error_on_fail": False, "hpipm": {"iter_max": 100, "warm_start": 0, "mode": "speed"},
-                }
+                opts["qpsol_options"] = self._hpipm_options(nh)
             else:
                 opts["qpsol"] = "qrqp"
                 opts["qpsol_options"] = {"print_iter": False, "print_header": False, "error_on_fail": False}
@@ -261,12 +288,56 @@ class Nmpc:
         opts.update(cfg.solver_options)
         return ca.nlpsol("nmpc", "ipopt", nlp, opts)
 
+    def _hpipm_options(self, nh: int) -> dict[str, Any]:
+        """HPIPM with the stage sizes given by hand. The absolute-form "speed_abs" mode was the
+        fastest in bench/mpc_solve.py and as accurate here (same closed-loop RMSE)."""
+        nx, n = self.model.nx, self.cfg.horizon
+        return {
+            "N": n, "nx": [nx] * (n + 1), "nu": [self.nv] * n + [0],
+            "ng": [(0 if self._x0_as_bounds else nx) + self.ns + nh] + [self.ns + nh] * (n - 1) + [0],
+            "error_on_fail": False, "hpipm": {"iter_max": 100, "warm_start": 0, "mode": "speed_abs"},
+        }
+
+    def _make_rti(self, cost: ca.SX, nh: int) -> ca.Function:
+        """(w0, p, lam_x, lam_g) -> (w, lam_x, lam_g, [cost, linear violation, first gap]).
+
+        Each iteration solves the Gauss-Newton QP in the step d = w - w_k:
+            min 1/2 d'H d + grad f(w_k)'d   s.t.  lbg - g(w_k) <= J(w_k) d <= ubg - g(w_k),  lbw - w_k <= d <= ubw - w_k
+        and takes the full step; the QP's multipliers are the NLP's. H is constant (quadratic cost).
+        """
+        opts = dict(self.cfg.solver_options)
+        qp_opts = {**self._hpipm_options(nh), **opts.pop("qpsol_options", {})}
+        if opts:
+            raise ConfigError(f"rti_hpipm takes only qpsol_options in solver_options, got {sorted(opts)}")
+        hess = ca.hessian(cost, self.w)[0]
+        h = ca.DM(ca.evalf(hess))
+        jac = ca.jacobian(self.g, self.w)
+        grad = ca.gradient(cost, self.w)
+        lin = ca.Function("rti_linearization", [self.w, self.p], [self.g, jac, grad], {"cse": True})
+        qp = ca.conic("rti_qp", "hpipm", {"h": h.sparsity(), "a": jac.sparsity()}, qp_opts)
+        w0, p = ca.MX.sym("w0", self.w.shape[0]), ca.MX.sym("p", self.p.shape[0])
+        lam_x0, lam_g0 = ca.MX.sym("lam_x0", self.w.shape[0]), ca.MX.sym("lam_g0", self.g.shape[0])
+        w: Any = w0
+        lam_x: Any = lam_x0
+        lam_g: Any = lam_g0
+        lbg, ubg = ca.DM(self.lbg), ca.DM(self.ubg)
+        # x_0 = x0 as bounds on the first stage's state: HPIPM handles them cheaper than equality rows.
+        lbw = ca.vertcat(p[: self.model.nx], ca.DM(self.lbw[self.model.nx :]))
+        ubw = ca.vertcat(p[: self.model.nx], ca.DM(self.ubw[self.model.nx :]))
+        for _ in range(self.cfg.sqp_iterations):
+            g, a, grad_k = lin(w, p)
+            sol = qp(h=h, g=grad_k, a=a, lba=lbg - g, uba=ubg - g, lbx=lbw - w, ubx=ubw - w, lam_x0=lam_x, lam_a0=lam_g)
+            w, lam_x, lam_g = w + sol["x"], sol["lam_x"], sol["lam_a"]
+        linear, gap = self._check(w, p)
+        info = ca.vertcat(self._cost_fn(w, p), linear, gap)
+        return ca.Function("rti", [w0, p, lam_x0, lam_g0], [w, lam_x, lam_g, info])
+
     # --- runtime ------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget the warm start (e.g. after a fallback or an episode reset)."""
         self._w0: FloatArray | None = None
-        self._lam_g = np.zeros(self.g.shape[0])
-        self._lam_x = np.zeros(self.w.shape[0])
+        self._lam_g = ca.DM.zeros(self.g.shape[0])
+        self._lam_x = ca.DM.zeros(self.w.shape[0])
 
     def set_residual_weights(self, theta: ArrayLike) -> None:
         """Swap in new residual weights (validated; takes effect at the next solve)."""
@@ -285,7 +356,7 @@ class Nmpc:
         w0[n * self.stage :] = x0
         return w0
 
-    def _shift(self, w: FloatArray, lam: FloatArray) -> None:
+    def _shift(self, w: FloatArray, lam: ca.DM) -> None:
         """Warm start for the next call: the solution shifted by one stage (last stage repeated)."""
         st, n = self.stage, self.cfg.horizon
         stages = w[: n * st].reshape(n, st)
@@ -295,19 +366,38 @@ class Nmpc:
         self._w0 = np.concatenate([shifted.reshape(-1), x_n])
         self._lam_g = lam
 
-    def _infeasibility(self, w: FloatArray, p: FloatArray, x0: FloatArray) -> str:
-        """Why the iterate cannot come from a solved QP ("" if it can)."""
-        w_viol = np.maximum(self.lbw - w, 0.0) + np.maximum(w - self.ubw, 0.0)
-        linear = max(float(np.max(np.abs(w[: x0.size] - x0))), float(w_viol.max(initial=0.0)))
-        if self._hard_rows.any():
-            g = np.asarray(self.g_fn(w, p), dtype=np.float64).reshape(-1)[self._hard_rows]
-            linear = max(linear, float(np.max(g - self.ubg[self._hard_rows], initial=0.0)))
-        if linear > LINEAR_TOL:
+    @staticmethod
+    def _infeasibility(linear: float, gap: float) -> str:
+        """Why the iterate cannot come from a solved QP ("" if it can); NaN counts as failed."""
+        if not linear <= LINEAR_TOL:
             return f"QP failed: linear constraints violated by {linear:.3g}"
-        gap = float(np.max(np.abs(np.asarray(self._first_gap(w, p)))))
-        if gap > GAP_TOL:
+        if not gap <= GAP_TOL:
             return f"QP failed: dynamics gap {gap:.3g}"
         return ""
+
+    def _call_nlpsol(self, w0: FloatArray, p: FloatArray) -> _Iterate:
+        out = self.solver.call([ca.DM(w0), ca.DM(p), *self._bounds, self._lam_x, self._lam_g])
+        stats = self.solver.stats()
+        w = np.asarray(out[self._out["x"]], dtype=np.float64).reshape(-1)
+        status = str(stats.get("return_status", "unknown"))
+        ok = bool(stats.get("success", False)) or (self.cfg.solver.startswith("sqp") and status.lower() in _SQP_OK)
+        if ok and np.all(np.isfinite(w)):
+            problem = self._infeasibility(*(float(v) for v in self._check(w, p)))
+            if problem:
+                ok, status = False, f"{status}; {problem}"
+        lam_x, lam_g = out[self._out["lam_x"]], out[self._out["lam_g"]]
+        return _Iterate(w, lam_x, lam_g, float(out[self._out["f"]]), status, ok, int(stats.get("iter_count", -1)))
+
+    def _call_rti(self, w0: FloatArray, p: FloatArray) -> _Iterate:
+        try:
+            w, lam_x, lam_g, info = self.solver.call([w0, p, self._lam_x, self._lam_g])
+        except RuntimeError as exc:  # e.g. HPIPM refusing NaN bounds
+            reason = f"solver error: {str(exc).strip().splitlines()[-1]}"
+            return _Iterate(np.full(self.w.shape[0], np.nan), self._lam_x, self._lam_g, float("nan"), reason, False, 0)
+        cost, linear, gap = info.nonzeros()
+        problem = self._infeasibility(linear, gap)
+        status = problem or "real-time iteration"
+        return _Iterate(w.full().ravel(), lam_x, lam_g, cost, status, not problem, self.cfg.sqp_iterations)
 
     def solve(self, x0: ArrayLike, t: float) -> NmpcResult:
         n, nx, nu = self.cfg.horizon, self.model.nx, self.model.nu
@@ -317,24 +407,17 @@ class Nmpc:
         p = np.concatenate([x0v, x_ref.reshape(-1), u_ref[:n].reshape(-1), self.theta])
         w0 = self._initial_guess(x0v, u_ref)
         start = time.perf_counter()
-        out = self.solver.call([ca.DM(w0), ca.DM(p), *self._bounds, ca.DM(self._lam_x), ca.DM(self._lam_g)])
-        stats = self.solver.stats()
-        w = np.asarray(out[self._out["x"]], dtype=np.float64).reshape(-1)
-        status = str(stats.get("return_status", "unknown"))
-        ok = bool(stats.get("success", False)) or (self.cfg.solver.startswith("sqp") and status.lower() in _SQP_OK)
+        call = self._call_rti if self.cfg.solver == "rti_hpipm" else self._call_nlpsol
+        w, lam_x, lam_g, cost, status, ok, iterations = call(w0, p)
         finite = bool(np.all(np.isfinite(w)))
-        if ok and finite:
-            problem = self._infeasibility(w, p, x0v)
-            if problem:
-                ok, status = False, f"{status}; {problem}"
         elapsed = time.perf_counter() - start  # the check is part of the controller's time
         stages = w[: n * self.stage].reshape(n, self.stage)
         x_pred = np.vstack([stages[:, :nx], w[n * self.stage :][None, :]])
         u_pred = stages[:, nx : nx + nu]
         slack = stages[:, nx + nu :]
         if ok and finite:
-            self._shift(w, np.asarray(out[self._out["lam_g"]], dtype=np.float64).reshape(-1))
-            self._lam_x = np.asarray(out[self._out["lam_x"]], dtype=np.float64).reshape(-1)
+            self._shift(w, lam_g)
+            self._lam_x = lam_x
         else:
             self.reset()
         return NmpcResult(
@@ -343,8 +426,8 @@ class Nmpc:
             u_pred=u_pred,
             success=ok and finite,
             status=status if finite else f"{status} (non-finite solution)",
-            iterations=int(stats.get("iter_count", -1)),
+            iterations=iterations,
             solve_time_s=elapsed,
-            cost=float(out[self._out["f"]]),
+            cost=cost,
             max_slack=float(slack.max()) if slack.size else 0.0,
         )

@@ -61,7 +61,7 @@ class ControllerNode(Node):
             Q=_weight(float_list(declare(self, "nmpc.Q", [1.0], "NMPC state weight (nx or one value)"), "nmpc.Q")),
             R=_weight(float_list(declare(self, "nmpc.R", [0.1], "NMPC input weight (nu or one value)"), "nmpc.R")),
             P=_weight(p_list) if p_list else None,
-            solver=str(declare(self, "nmpc.solver", "sqp_hpipm", "sqp_hpipm | sqp_qrqp | fatrop | ipopt")),
+            solver=str(declare(self, "nmpc.solver", "rti_hpipm", "rti_hpipm | sqp_hpipm | sqp_qrqp | fatrop | ipopt")),
             sqp_iterations=int(declare(self, "nmpc.sqp_iterations", 1, "SQP iterations per solve (1 = RTI)")),
             rk4_substeps=int(declare(self, "nmpc.rk4_substeps", 1, "RK4 steps per interval in the prediction")),
             slack_l1=float(declare(self, "nmpc.slack_l1", 1000.0, "L1 penalty on constraint slack")),
