@@ -67,7 +67,8 @@ def test_rti_function_takes_the_same_step_as_sqpmethod(scenario: str) -> None:
     sqp = Nmpc(model, task, NmpcConfig(solver="sqp_hpipm", Q=q), cons)
     for k in range(60):
         a, b = rti.solve(x, k * 0.02), sqp.solve(x, k * 0.02)
-        assert a.success and b.success
+        assert a.success
+        assert b.success
         np.testing.assert_allclose(a.u, b.u, rtol=0, atol=2e-4)
         np.testing.assert_allclose(a.cost, b.cost, rtol=1e-4)
         x = model.step(x, a.u, 0.02, 10)
