@@ -34,7 +34,8 @@ def test_plant_speed_writes_its_records(tmp_path: Path) -> None:
 def test_mpc_solve_writes_its_records(tmp_path: Path) -> None:
     out = tmp_path / "mpc_solve.json"
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "mpc_solve.py"), "--steps-scale", "0.02", "--out", str(out)],
+        [sys.executable, str(REPO / "bench" / "mpc_solve.py"), "--steps-scale", "0.02", "--repeats", "2",
+         "--out", str(out)],
         capture_output=True, text=True, timeout=600, check=False, cwd=REPO,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -44,6 +45,7 @@ def test_mpc_solve_writes_its_records(tmp_path: Path) -> None:
     assert {r["system"] for r in records} == {"quadrotor_2d", "cartpole"}
     for r in records:
         assert r["horizon"] == 20
+        assert r["repeats"] == 2
         assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
         assert r["rmse"] >= 0
 
