@@ -168,3 +168,12 @@ def test_adapter_drops_outlier_transitions() -> None:
     assert not adapter.add(x, u, wild)
     assert adapter.outliers == 1
     assert not adapter.add(x, u, np.full(6, np.nan))
+
+
+def test_bias_scale_is_at_least_the_weight_scale() -> None:
+    """A small bias gets its layer's weight scale, not a finer one (QZO-FF's step divides by it)."""
+    rng = np.random.default_rng(3)
+    layers = [(rng.normal(0, 1.0, (o, i)), rng.normal(0, 1e-3, o)) for o, i in SPEC.shapes]
+    q = QuantizedMLP.from_float(SPEC, layers, rng.normal(size=(50, 5)))
+    assert all(bs >= ws for ws, bs in zip(q.w_scale, q.b_scale, strict=True))
+    assert np.allclose(q.theta(), SPEC.pack(layers), atol=max(q.w_scale))  # still within half a step

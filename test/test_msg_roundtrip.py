@@ -86,10 +86,14 @@ def test_each_custom_message_round_trips_between_processes(ros_context: object) 
         # the first sample of every type comes back, then check the exact sequence.
         for name in pubs:
             sent = samples(name)
-            for msg in sent:
-                pubs[name].publish(msg)
             count = len(sent)
-            assert spin_until(executor, lambda n=name, k=count: len(received[n]) >= k, timeout=20.0), name
+            for _attempt in range(10):
+                received[name].clear()
+                for msg in sent:
+                    pubs[name].publish(msg)
+                if spin_until(executor, lambda n=name, k=count: len(received[n]) >= k, timeout=2.0):
+                    break
+            assert len(received[name]) >= count, name
             assert all(same(a, b) for a, b in zip(sent, received[name][-len(sent):], strict=True)), name
     finally:
         echo.terminate()

@@ -17,7 +17,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from safe_ctrl_ros.errors import ConfigError
 from safe_ctrl_ros.learning.data import Batch, normalized_mse
-from safe_ctrl_ros.learning.fixed_point import W_LIMIT, QuantizedMLP
+from safe_ctrl_ros.learning.fixed_point import W_LIMIT, QuantizedMLP, bias_scale
 from safe_ctrl_ros.learning.model_file import ResidualModel
 from safe_ctrl_ros.learning.trainers import Backprop, ForwardGradientConfig, Fp32ForwardGradient, QzoFfTrainer
 from safe_ctrl_ros.systems.base import WRENCH_SIZE, FloatArray, SymbolicModel
@@ -84,12 +84,14 @@ def _requantize(net: QuantizedMLP, theta: FloatArray) -> QuantizedMLP:
     for i, t in enumerate(out.tensors()):
         vals = theta[pos : pos + t.size].reshape(t.shape)
         pos += t.size
-        scale = max(float(np.max(np.abs(vals))), 1e-12) / W_LIMIT
-        t[...] = np.clip(np.round(vals / scale), -W_LIMIT, W_LIMIT).astype(np.int16)
+        biggest = float(np.max(np.abs(vals)))
         if i % 2 == 0:
+            scale = max(biggest, 1e-12) / W_LIMIT
             out.w_scale[i // 2] = scale
         else:
+            scale = bias_scale(biggest, out.w_scale[i // 2])  # as the pretrained model's (fixed_point)
             out.b_scale[i // 2] = scale
+        t[...] = np.clip(np.round(vals / scale), -W_LIMIT, W_LIMIT).astype(np.int16)
     return out
 
 

@@ -1,6 +1,7 @@
 """The residual MLP in integer arithmetic, as an inference-only NPU/DSP would run it (16w8a).
 
-- Weights and biases: int16, one symmetric scale per tensor (value = scale * integer).
+- Weights and biases: int16, one symmetric scale per tensor (value = scale * integer); a bias's
+  scale is at least its layer's weight scale (`bias_scale`).
 - Activations: int8 in [-127, 127] with one symmetric scale per layer input, calibrated on data.
 - Each layer: int32 accumulation of int16 x int8 products (|sum| < 2^31 for widths up to 2^16),
   plus the bias converted once into accumulator units, then ReLU and requantization to int8 by a
@@ -59,6 +60,18 @@ def _scale_for(max_abs: float, qmax: int) -> float:
     return max(float(max_abs), 1e-12) / qmax
 
 
+def bias_scale(max_abs: float, w_scale: float) -> float:
+    """A bias's scale: its range, but at least its layer's weight scale.
+
+    A bias much smaller than the weights would otherwise get a much finer scale, and QZO-FF's
+    update (divided by the scale squared, so that it is an unbiased float-space step) multiplies the
+    noise of the gradient estimate in that tensor by the ratio: the pretrained 2D quadrotor's output
+    bias had a 13x finer scale than its weights and set the largest stable learning rate
+    (docs/LEARNING.md). At the weights' scale a bias keeps 16-bit resolution of the weights.
+    """
+    return max(_scale_for(max_abs, W_LIMIT), float(w_scale))
+
+
 @dataclass
 class QuantizedMLP:
     spec: ResidualSpec
@@ -86,7 +99,7 @@ class QuantizedMLP:
         for idx, (w, b) in enumerate(layers):
             a_s.append(_scale_for(np.max(np.abs(h)) * margin, A_MAX))
             ws = _scale_for(np.max(np.abs(w)) * 1.5, W_LIMIT)  # headroom for training to grow weights
-            bs = _scale_for(np.max(np.abs(b)) * 1.5 + 1e-3, W_LIMIT)
+            bs = bias_scale(np.max(np.abs(b)) * 1.5, ws)
             w_q.append(np.clip(np.round(w / ws), -W_LIMIT, W_LIMIT).astype(np.int16))
             b_q.append(np.clip(np.round(b / bs), -W_LIMIT, W_LIMIT).astype(np.int16))
             w_s.append(ws)
