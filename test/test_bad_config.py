@@ -93,6 +93,13 @@ def test_bad_controller_option_is_named() -> None:
     assert "lqr.discretization" in done.stderr
 
 
+def test_negative_adapter_niceness_is_refused() -> None:
+    model = Path(__file__).resolve().parents[1] / "config" / "models" / "quadrotor_2d_residual.npz"
+    done = run_node("adapter", "-p", "system:=quadrotor_2d", "-p", f"model_file:={model}", "-p", "nice:=-5")
+    assert done.returncode == 2
+    assert "'nice'" in done.stderr
+
+
 def test_bringup_reports_a_node_that_stops_on_bad_config(tmp_path: Path) -> None:
     from helpers.ros import REPO, bringup
 

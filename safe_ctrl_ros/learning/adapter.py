@@ -120,7 +120,10 @@ class OnlineAdapter:
         elif cfg.method == "fg_fp32":
             self.trainer = Fp32ForwardGradient(spec, self.net.theta(), self.scale, cfg.trainer)
         else:
-            self.trainer = Backprop(spec, self.net.theta(), self.scale, lr=cfg.bp_lr, seed=cfg.seed)
+            # One torch thread: on the robot the training shares the cores with the control loop;
+            # with torch's default (a thread per core) it took the controller's core too and its
+            # p99 solve time rose 5x in bench/adapter_closed_loop.py.
+            self.trainer = Backprop(spec, self.net.theta(), self.scale, lr=cfg.bp_lr, seed=cfg.seed, threads=1)
         self.history: list[Version] = []
         self.best_val = np.inf
         self.frozen = False

@@ -193,9 +193,13 @@ class Backprop:
     """Backpropagation with torch autograd (Adam), the accuracy and memory reference."""
 
     def __init__(self, spec: ResidualSpec, theta: FloatArray, scale: FloatArray, lr: float = 1e-3,
-                 seed: int = 0) -> None:
+                 seed: int = 0, threads: int | None = None) -> None:
+        """`threads` sets torch's intra-op threads for the whole process (torch has no per-object
+        setting); None leaves torch's default, one per core."""
         import torch
 
+        if threads is not None:
+            torch.set_num_threads(threads)
         torch.manual_seed(seed)
         self.torch = torch
         self.spec = spec

@@ -11,6 +11,7 @@ to the previous version, as does a rise in constraint violations after an update
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -47,7 +48,14 @@ class AdapterNode(Node):
             declare(self, "rollback.on_violations", True, "roll back when violations rise after an update")
         )
         self.window = int(declare(self, "rollback.window", 50, "states compared before and after an update"))
+        nice = int(declare(self, "nice", 10, "raise this process's niceness by this much (0 = leave it)"))
         reject_unknown_overrides(self)
+        if nice < 0:
+            raise ConfigError(f"parameter 'nice' must be >= 0 (a learner never outranks the control loop), got {nice}")
+        if nice:
+            # Training is background work on the cores the control loop runs on: the scheduler
+            # should prefer the plant, controller and monitor whenever they are runnable.
+            os.nice(nice)
         if not path:
             raise ConfigError("parameter 'model_file' is required: the adapter fine-tunes a pretrained residual")
         start = load_model(path, nominal.nx, nominal.nu)
