@@ -177,3 +177,49 @@ def test_bias_scale_is_at_least_the_weight_scale() -> None:
     q = QuantizedMLP.from_float(SPEC, layers, rng.normal(size=(50, 5)))
     assert all(bs >= ws for ws, bs in zip(q.w_scale, q.b_scale, strict=True))
     assert np.allclose(q.theta(), SPEC.pack(layers), atol=max(q.w_scale))  # still within half a step
+
+
+def _heavier_adapter(method: str, lr: float) -> object:
+    """An adapter on the 2D quadrotor fed a few hundred transitions of a 30% heavier vehicle."""
+    from safe_ctrl_ros import systems
+    from safe_ctrl_ros.learning.adapter import AdapterConfig, OnlineAdapter
+    from safe_ctrl_ros.learning.model_file import load_model
+    from safe_ctrl_ros.learning.pretrain import collect
+
+    start = load_model(Path(__file__).resolve().parents[1] / "config" / "models" / "quadrotor_2d_residual.npz")
+    cfg = AdapterConfig(method=method, trainer=ForwardGradientConfig(eps=64, lr=lr), bp_lr=lr)  # type: ignore[arg-type]
+    adapter = OnlineAdapter(start, systems.make("quadrotor_2d"), cfg)
+    data = collect("quadrotor_2d", 2, 200, 0.02, (1.3, 1.3), seed=5)
+    for x, u, target in zip(data.x, data.u, data.target, strict=True):
+        x_next = np.asarray(adapter.step_fn(x, u, np.zeros(6))).reshape(-1) + target
+        adapter.add(x, u, x_next)
+    assert adapter.ready
+    return adapter
+
+
+@pytest.mark.parametrize("method", ["qzo_ff", "bp"])
+def test_diverged_training_restarts_from_the_newest_version_at_half_the_step(method: str) -> None:
+    adapter = _heavier_adapter(method, lr=50.0)  # far beyond any stable step
+    start = adapter.start_net  # type: ignore[attr-defined]
+    adapter.train(20)  # type: ignore[attr-defined]
+    passes = adapter.forward_passes  # type: ignore[attr-defined]
+    assert adapter.propose() is None  # type: ignore[attr-defined]
+    assert adapter.restarts == 1  # type: ignore[attr-defined]
+    assert adapter.lr_scale == 0.5  # type: ignore[attr-defined]
+    # Back on the start model's weights (a float method's are requantized with fresh scales).
+    np.testing.assert_allclose(adapter.current_net().theta(), start.theta(), rtol=0,  # type: ignore[attr-defined]
+                               atol=max(start.w_scale + start.b_scale))
+    assert adapter.forward_passes == passes  # type: ignore[attr-defined]  # counted across the restart
+
+
+def test_rollback_puts_every_method_back_on_the_previous_weights() -> None:
+    adapter = _heavier_adapter("bp", lr=1e-3)
+    for _ in range(20):
+        adapter.train(20)  # type: ignore[attr-defined]
+        if adapter.propose() is not None and len(adapter.history) == 2:  # type: ignore[attr-defined]
+            break
+    assert len(adapter.history) == 2  # type: ignore[attr-defined]
+    first = adapter.history[0].net  # type: ignore[attr-defined]
+    adapter.rollback()  # type: ignore[attr-defined]
+    np.testing.assert_allclose(adapter.current_net().theta(), first.theta(), rtol=0,  # type: ignore[attr-defined]
+                               atol=max(first.w_scale + first.b_scale))

@@ -352,3 +352,26 @@ def test_stamp_outside_time_range_is_an_error_not_a_wrap(ns: int) -> None:
 
     with pytest.raises(ValueError, match="outside the range"):
         ns_to_stamp(ns)
+
+
+# --- the adapter's transition matching ------------------------------------------------------------------
+@given(st.data(), st.integers(2, 12))
+@settings(max_examples=200, deadline=None)
+def test_every_transition_is_matched_once_whatever_the_arrival_order(data: st.DataObject, steps: int) -> None:
+    """States x_0..x_steps and commands u_0..u_steps-1 arrive in any order, some twice (lockstep
+    resends): each (x_k, u_k, x_k+1) comes out exactly once, with the right parts."""
+    from safe_ctrl_ros.learning.matching import TransitionMatcher
+
+    dt = 20_000_000
+    events = [("x", k) for k in range(steps + 1)] + [("u", k) for k in range(steps)]
+    events += data.draw(st.lists(st.sampled_from(events), max_size=steps))  # duplicates
+    order = data.draw(st.permutations(events))
+    matcher = TransitionMatcher(dt, keep=64)
+    out = []
+    for kind, k in order:
+        if kind == "x":
+            out += matcher.state(k * dt, np.array([float(k)]))
+        else:
+            out += matcher.command(k * dt, np.array([100.0 + k]))
+    got = sorted((float(x[0]), float(u[0]), float(xn[0])) for x, u, xn in out)
+    assert got == [(float(k), 100.0 + k, float(k + 1)) for k in range(steps)]

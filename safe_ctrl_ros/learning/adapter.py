@@ -9,7 +9,7 @@ back exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -67,6 +67,10 @@ class AdapterConfig:
     # Transitions whose target is beyond this many loss scales in any state are dropped (counted):
     # e.g. a step where the plant held an older command after a missed deadline.
     outlier_scales: float = 50.0
+    # A round whose validation loss exceeds this many times the best (or is not finite) means the
+    # training diverged (seen in the ROS graph with gusts at lr 0.01): the trainer restarts from the
+    # newest version at half the step size. 0 = never.
+    diverge_factor: float = 3.0
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -75,6 +79,8 @@ class AdapterConfig:
             raise ConfigError("adapter: buffer_size >= 10, val_every >= 2 and batch_size >= 1 are required")
         if not 0 <= self.margin < 1:
             raise ConfigError("adapter margin must be in [0, 1)")
+        if self.diverge_factor != 0 and not self.diverge_factor > 1:
+            raise ConfigError(f"adapter diverge_factor must be 0 (off) or > 1, got {self.diverge_factor}")
 
 
 def _requantize(net: QuantizedMLP, theta: FloatArray) -> QuantizedMLP:
@@ -114,20 +120,42 @@ class OnlineAdapter:
         self.seen = 0
         self.outliers = 0
         self.rng = np.random.default_rng(cfg.seed)
-        self.trainer: QzoFfTrainer | Fp32ForwardGradient | Backprop
-        if cfg.method == "qzo_ff":
-            self.trainer = QzoFfTrainer(self.net, self.scale, cfg.trainer)
-        elif cfg.method == "fg_fp32":
-            self.trainer = Fp32ForwardGradient(spec, self.net.theta(), self.scale, cfg.trainer)
-        else:
-            # One torch thread: on the robot the training shares the cores with the control loop;
-            # with torch's default (a thread per core) it took the controller's core too and its
-            # p99 solve time rose 5x in bench/adapter_closed_loop.py.
-            self.trainer = Backprop(spec, self.net.theta(), self.scale, lr=cfg.bp_lr, seed=cfg.seed, threads=1)
+        self.restarts = 0  # divergence restarts (each halves the step size)
+        self.lr_scale = 1.0
+        self._passes_before = 0  # forward passes of the trainers replaced by restarts and rollbacks
+        self.trainer = self._make_trainer()
         self.history: list[Version] = []
         self.best_val = np.inf
         self.frozen = False
         self.last_train_loss = float("nan")
+
+    def _make_trainer(self) -> QzoFfTrainer | Fp32ForwardGradient | Backprop:
+        """A trainer starting from self.net, at the current step-size scale; after a restart its
+        perturbation seeds differ from the run that diverged."""
+        cfg, spec = self.cfg, self.net.spec
+        seed = cfg.trainer.seed + 7919 * self.restarts
+        trainer_cfg = replace(cfg.trainer, lr=cfg.trainer.lr * self.lr_scale, seed=seed)
+        if cfg.method == "qzo_ff":
+            return QzoFfTrainer(self.net, self.scale, trainer_cfg)
+        if cfg.method == "fg_fp32":
+            return Fp32ForwardGradient(spec, self.net.theta(), self.scale, trainer_cfg)
+        # One torch thread: on the robot the training shares the cores with the control loop;
+        # with torch's default (a thread per core) it took the controller's core too and its
+        # p99 solve time rose 5x in bench/adapter_closed_loop.py.
+        return Backprop(spec, self.net.theta(), self.scale, lr=cfg.bp_lr * self.lr_scale, seed=cfg.seed + self.restarts,
+                        threads=1)
+
+    def _restart_from(self, net: QuantizedMLP) -> None:
+        """Continue training from `net` (the newest version, or the start model)."""
+        for dst, src in zip(self.net.tensors(), net.tensors(), strict=True):
+            dst[...] = src
+        self.net.w_scale[:], self.net.b_scale[:] = net.w_scale, net.b_scale
+        self._passes_before += int(self.trainer.forward_passes)
+        self.trainer = self._make_trainer()
+
+    @property
+    def forward_passes(self) -> int:
+        return self._passes_before + int(self.trainer.forward_passes)
 
     # --- data -------------------------------------------------------------------------------------
     def add(self, x: ArrayLike, u: ArrayLike, x_next: ArrayLike) -> bool:
@@ -186,6 +214,11 @@ class OnlineAdapter:
             version = Version(len(self.history) + 1, net.copy(), loss)
             self.history.append(version)
             return version
+        factor = self.cfg.diverge_factor
+        if factor and not loss <= factor * self.best_val:
+            self.restarts += 1
+            self.lr_scale *= 0.5
+            self._restart_from(self.history[-1].net if self.history else self.start_net)
         return None
 
     def rollback(self) -> Version | None:
@@ -196,9 +229,7 @@ class OnlineAdapter:
         previous = self.history[-1] if self.history else None
         back_to = previous.net if previous is not None else self.start_net
         self.best_val = previous.val_loss if previous is not None else self.val_loss(self.start_net)
-        if isinstance(self.trainer, QzoFfTrainer):
-            for dst, src in zip(self.net.tensors(), back_to.tensors(), strict=True):
-                dst[...] = src
+        self._restart_from(back_to)  # every method trains on from the version it went back to
         return previous
 
     def extra_bytes(self) -> int:

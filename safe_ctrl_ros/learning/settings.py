@@ -30,6 +30,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "bp_lr": (1e-3, "Adam learning rate of the backprop baseline"),
     "seed": (0, "seed of the batch sampling"),
     "outlier_scales": (50.0, "drop transitions beyond this many loss scales; 0 = keep all"),
+    "diverge_factor": (3.0, "restart from the newest version, at half the step size, when the validation "
+                            "loss exceeds this many times the best; 0 = never"),
     "update_period": (0.5, "s of (sim) time between training rounds"),
     "steps_per_update": (20, "training steps per round"),
     "trainer.eps": (64.0, "perturbation (QZO-FF: integer units; fp32: float)"),
@@ -54,7 +56,7 @@ class AdapterSettings:
 
 # Parameters of the adapter node that are not settings (the model, rollback, rclpy's own): a params
 # file section may hold them; any other name is a typo.
-NODE_PARAMETERS = ("system", "rollback.on_violations", "rollback.window", "use_sim_time",
+NODE_PARAMETERS = ("system", "rollback.on_violations", "rollback.window", "nice", "use_sim_time",
                    "start_type_description_service")
 NODE_PREFIXES = ("model.", "qos_overrides.")
 MAX_COUNT = 1_000_000  # buffers are allocated up front: a mistyped 2e9 must not exhaust memory
@@ -81,6 +83,7 @@ _CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "bp_lr": _positive,
     "seed": check.integer,
     "outlier_scales": lambda v, w: check.number(v, w, 0.0),
+    "diverge_factor": lambda v, w: 0.0 if check.number(v, w, 0.0) == 0 else check.number(v, w, 1.0, low_open=True),
     "update_period": _positive,
     "steps_per_update": lambda v, w: check.integer(v, w, 1, MAX_COUNT),
     "trainer.eps": _positive,
@@ -148,6 +151,7 @@ def adapter_settings(values: Mapping[str, Any], where: str = "") -> AdapterSetti
         bp_lr=float(v["bp_lr"]),
         seed=int(v["seed"]),
         outlier_scales=float(v["outlier_scales"]),
+        diverge_factor=float(v["diverge_factor"]),
     )
     config.validate()
     return AdapterSettings(config, float(v["dt"]), str(v["model_file"]), float(v["update_period"]),

@@ -121,6 +121,9 @@ class QzoFfTrainer:
             diff = l_plus - l_minus
             coeffs.append(diff / (2 * eps) if cfg.estimator == "projected" else float(np.sign(diff)))
             losses.append(0.5 * (l_plus + l_minus))
+        if not np.all(np.isfinite(coeffs)):  # a loss overflowed: no usable estimate, weights unchanged
+            self.steps += 1
+            return float(np.mean(losses))
         power = 2 if cfg.estimator == "projected" else 1
         scales = self.model.scales()
         for i, (t, trains) in enumerate(zip(self.model.tensors(), self.flags, strict=True)):
@@ -133,7 +136,10 @@ class QzoFfTrainer:
                 self.velocity[i] = (cfg.momentum * self.velocity[i] + g).astype(np.float32)
                 g = self.velocity[i]
             rng = np.random.default_rng([cfg.seed, self.steps, 1_000_003, i])  # stochastic rounding
-            step = np.floor(-cfg.lr * g + rng.random(t.shape, dtype=np.float32)).astype(np.int32)
+            # Clipped before the cast: a step beyond the int16 range saturates anyway, and a float
+            # beyond int32 would wrap.
+            raw = np.clip(-cfg.lr * g + rng.random(t.shape, dtype=np.float32), -2.0 * W_LIMIT, 2.0 * W_LIMIT)
+            step = np.floor(raw).astype(np.int32)
             t[...] = np.clip(t.astype(np.int32) + step, -W_LIMIT, W_LIMIT).astype(np.int16)
         self.steps += 1
         return float(np.mean(losses))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
@@ -22,16 +21,21 @@ from std_srvs.srv import SetBool, Trigger
 from safe_ctrl_ros.errors import ConfigError
 from safe_ctrl_ros.learning.adapter import OnlineAdapter, Version
 from safe_ctrl_ros.learning.fixed_point import QuantizedMLP
+from safe_ctrl_ros.learning.matching import TransitionMatcher
 from safe_ctrl_ros.learning.model_file import load_model
 from safe_ctrl_ros.learning.settings import PARAMETERS, adapter_settings
 from safe_ctrl_ros.msg import AdapterStatus, Command, ConstraintStatus, ModelUpdate, SafetyRequest, State
 from safe_ctrl_ros.ros.convert import stamp_to_ns, vector_of
 from safe_ctrl_ros.ros.node_main import run_node
 from safe_ctrl_ros.ros.params import declare, reject_unknown_overrides
-from safe_ctrl_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS, STATUS_QOS
+from safe_ctrl_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS, STATUS_QOS, with_depth
 from safe_ctrl_ros.ros.system_params import declare_model
 
 KEEP = 64  # recent stamps kept for matching states and commands
+# Samples queued per data subscription while a training round runs: about 1.5 s of a 50 Hz stream at
+# the 2.5x real time of a lockstep simulation. With the publishers' depth (5) half the transitions
+# were lost in the flagship graph.
+DATA_DEPTH = 200
 
 
 class AdapterNode(Node):
@@ -66,9 +70,7 @@ class AdapterNode(Node):
         self.step_time_ms = 0.0
         self.frozen_reason = ""
         self.manual_freeze = False
-        self.states: dict[int, Any] = {}
-        self.cmds: dict[int, Any] = {}
-        self.dt_ns = round(self.dt * 1e9)
+        self.matcher = TransitionMatcher(round(self.dt * 1e9), KEEP)
         self.violations: list[bool] = []  # per monitored state, newest last
         self.update_at: int | None = None  # index into violations when the newest version went out
 
@@ -76,8 +78,8 @@ class AdapterNode(Node):
         training = MutuallyExclusiveCallbackGroup()
         self.model_pub = self.create_publisher(ModelUpdate, "adapter/model", LATCHED_QOS)
         self.status_pub = self.create_publisher(AdapterStatus, "~/status", STATUS_QOS)
-        self.create_subscription(State, "state", self._on_state, STATE_QOS, callback_group=data)
-        self.create_subscription(Command, "cmd", self._on_cmd, COMMAND_QOS, callback_group=data)
+        self.create_subscription(State, "state", self._on_state, with_depth(STATE_QOS, DATA_DEPTH), callback_group=data)
+        self.create_subscription(Command, "cmd", self._on_cmd, with_depth(COMMAND_QOS, DATA_DEPTH), callback_group=data)
         self.create_subscription(SafetyRequest, "safety/request", self._on_safety, LATCHED_QOS, callback_group=data)
         self.create_subscription(
             ConstraintStatus, "constraint_monitor/status", self._on_monitor, STATUS_QOS, callback_group=data
@@ -92,21 +94,12 @@ class AdapterNode(Node):
 
     # --- data -------------------------------------------------------------------------------------
     def _on_cmd(self, msg: Command) -> None:
-        self._keep(self.cmds, stamp_to_ns(msg.header.stamp), vector_of(msg.u))
+        for transition in self.matcher.command(stamp_to_ns(msg.header.stamp), vector_of(msg.u)):
+            self.core.add(*transition)
 
     def _on_state(self, msg: State) -> None:
-        stamp = stamp_to_ns(msg.header.stamp)
-        x_next = vector_of(msg.x)
-        prev = stamp - self.dt_ns
-        if prev in self.states and prev in self.cmds:
-            self.core.add(self.states[prev], self.cmds[prev], x_next)
-        self._keep(self.states, stamp, x_next)
-
-    @staticmethod
-    def _keep(store: dict[int, Any], stamp: int, value: Any) -> None:
-        store[stamp] = value
-        while len(store) > KEEP:
-            store.pop(min(store))
+        for transition in self.matcher.state(stamp_to_ns(msg.header.stamp), vector_of(msg.x)):
+            self.core.add(*transition)
 
     def _on_safety(self, msg: SafetyRequest) -> None:
         self._set_frozen("safety request: " + msg.reason if msg.freeze_adapter else "")
@@ -152,7 +145,14 @@ class AdapterNode(Node):
             start = time.perf_counter()
             self.core.train(self.steps_per_round)
             self.step_time_ms = (time.perf_counter() - start) * 1e3 / max(1, self.steps_per_round)
+            restarts = self.core.restarts
             version = self.core.propose()
+            if self.core.restarts > restarts:
+                self.get_logger().warning(
+                    f"training diverged (validation loss above {self.core.cfg.diverge_factor:g}x the best "
+                    f"{self.core.best_val:.4g}): restarted from v{self.version} at {self.core.lr_scale:g}x "
+                    "the step size"
+                )
             if version is None:
                 self.rejected += 1
             else:
@@ -198,7 +198,8 @@ class AdapterNode(Node):
             best_val_loss=float(c.best_val), updates_accepted=self.accepted, updates_rejected=self.rejected,
             rollbacks=self.rollbacks, buffer_fill=c.train_buf.count, buffer_capacity=c.train_buf.capacity,
             step_time_ms=self.step_time_ms, training_memory_bytes=c.extra_bytes(),
-            forward_passes=int(c.trainer.forward_passes), frozen=c.frozen, frozen_reason=self.frozen_reason,
+            forward_passes=c.forward_passes, frozen=c.frozen, frozen_reason=self.frozen_reason,
+            restarts=c.restarts, lr_scale=c.lr_scale,
         )
         status.header.stamp = self.get_clock().now().to_msg()
         self.status_pub.publish(status)

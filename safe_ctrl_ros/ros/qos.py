@@ -41,3 +41,11 @@ LATCHED_QOS = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
+
+
+def with_depth(profile: QoSProfile, depth: int) -> QoSProfile:
+    """The same policies with a deeper history: for a subscriber that reads in bursts (the adapter,
+    whose training rounds hold the interpreter for tens of ms) and wants every sample."""
+    return QoSProfile(
+        history=profile.history, depth=depth, reliability=profile.reliability, durability=profile.durability
+    )
