@@ -6,8 +6,11 @@ Data: transitions of the 30% heavier quadrotor flying figure-8s and circles unde
 exploration noise (safe_ctrl_ros.learning.pretrain.collect with the mass fixed), split into a
 training and a validation set. Every method starts from the pretrained residual
 (config/models/quadrotor_2d_residual.npz) and sees the same batches. Methods: QZO-FF (16w8a, with
-each option as an ablation), float32 forward gradient (same estimator) and backpropagation (Adam,
-each learning rate of --bp-lrs; the record is the best one, the others in lr_sweep). Every
+each option as an ablation), float32 forward gradient (same estimator), backpropagation (Adam,
+each learning rate of --bp-lrs; the record is the best one, the others in lr_sweep) and bp_qat,
+backpropagation through the 16w8a forward pass (activations rounded to int8 at the model's scales,
+straight-through gradient; quantization-aware training: backprop's own best in the integer
+format, against which QZO-FF's format costs nothing). Every
 forward-gradient variant gets the same budget of forward passes (--passes; m perturbations per
 step cost 2m). Records: {method, variant, options, forward_passes, final_val_loss, curve:
 [[forward_passes, val_loss], ...]}; the float methods also record final_val_loss_16w8a, the loss of
@@ -57,7 +60,8 @@ def main() -> int:
     parser.add_argument("--bp-lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3, 1e-2])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--episodes", type=int, default=12)
-    parser.add_argument("--variants", nargs="+", default=[*QZO_VARIANTS, "fg_fp32", "bp"])
+    parser.add_argument("--variants", nargs="+", default=[*QZO_VARIANTS, "fg_fp32", "bp", "bp_qat"])
+    parser.add_argument("--qat-lr", type=float, default=3e-3, help="Adam lr of quantization-aware backprop")
     parser.add_argument("--model", type=Path, default=MODEL, help="the pretrained residual")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "adapter_accuracy.json")
     args = parser.parse_args()
@@ -79,6 +83,8 @@ def main() -> int:
     for name in args.variants:
         if name == "bp":
             jobs += [("bp", {"lr": lr, "optimizer": "adam"}) for lr in args.bp_lrs]
+        elif name == "bp_qat":
+            jobs.append((name, {"lr": args.qat_lr, "optimizer": "adam", "activations": "int8 (straight-through)"}))
         elif name == "fg_fp32":
             jobs.append((name, {"eps": 1e-3, "lr": LR}))
         else:
@@ -93,7 +99,8 @@ def main() -> int:
             trainer = Fp32ForwardGradient(start.net.spec, start.net.theta(), scale, ForwardGradientConfig(**opts))  # type: ignore[arg-type]
             steps = args.steps or args.passes // (2 * trainer.cfg.perturbations)
         else:
-            trainer = Backprop(start.net.spec, start.net.theta(), scale, lr=float(opts["lr"]))  # type: ignore[arg-type]
+            trainer = Backprop(start.net.spec, start.net.theta(), scale, lr=float(opts["lr"]),  # type: ignore[arg-type]
+                               activation_scales=start.net.a_scale if name == "bp_qat" else None)
             steps = args.bp_steps
         rng = np.random.default_rng(1)
         curve = [[0, float(trainer.loss(val))]]
@@ -103,7 +110,7 @@ def main() -> int:
             if step % max(1, steps // 20) == 0:
                 curve.append([int(trainer.forward_passes), float(trainer.loss(val))])
         record: dict[str, object] = {
-            "method": "qzo_ff" if name.startswith("qzo_ff") else "bp" if name.startswith("bp") else name,
+            "method": "qzo_ff" if name.startswith("qzo_ff") else name,
             "variant": name, "options": opts, "forward_passes": int(trainer.forward_passes),
             "final_val_loss": curve[-1][1], "curve": curve,
             "seconds": round(time.perf_counter() - t0, 1),

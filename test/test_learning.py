@@ -223,3 +223,19 @@ def test_rollback_puts_every_method_back_on_the_previous_weights() -> None:
     adapter.rollback()  # type: ignore[attr-defined]
     np.testing.assert_allclose(adapter.current_net().theta(), first.theta(), rtol=0,  # type: ignore[attr-defined]
                                atol=max(first.w_scale + first.b_scale))
+
+
+def test_quantization_aware_backprop_sees_the_integer_forward_pass() -> None:
+    """With the model's activation scales, backprop's forward pass is the 16w8a one (to float32
+    rounding and the 16-bit weights' half steps), so what it minimizes is what the adapter publishes."""
+    from safe_ctrl_ros.learning.data import normalized_mse
+    from safe_ctrl_ros.learning.model_file import load_model
+    from safe_ctrl_ros.learning.pretrain import collect
+
+    start = load_model(Path(__file__).resolve().parents[1] / "config" / "models" / "quadrotor_2d_residual.npz")
+    data = collect("quadrotor_2d", 1, 200, 0.02, (1.3, 1.3), seed=9)
+    qat = Backprop(start.net.spec, start.net.theta(), start.loss_scale, activation_scales=start.net.a_scale)
+    plain = Backprop(start.net.spec, start.net.theta(), start.loss_scale)
+    integer = normalized_mse(start.net.forward_int(data.x, data.u), data.target, start.loss_scale)
+    assert qat.loss(data) == pytest.approx(integer, rel=2e-3)
+    assert abs(plain.loss(data) - integer) > 10 * abs(qat.loss(data) - integer)  # the rounding is what it adds

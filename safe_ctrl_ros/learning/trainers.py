@@ -20,14 +20,14 @@ QZO-FF (Feng et al., "Stepping Forward on the Last Mile", NeurIPS 2024), one ste
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from safe_ctrl_ros.control.residual import ResidualSpec
 from safe_ctrl_ros.errors import ConfigError
 from safe_ctrl_ros.learning.data import Batch, normalized_mse
-from safe_ctrl_ros.learning.fixed_point import GUARD, W_LIMIT, QuantizedMLP
+from safe_ctrl_ros.learning.fixed_point import A_MAX, GUARD, W_LIMIT, QuantizedMLP
 from safe_ctrl_ros.systems.base import FloatArray
 
 Estimator = Literal["projected", "sign"]
@@ -199,9 +199,13 @@ class Backprop:
     """Backpropagation with torch autograd (Adam), the accuracy and memory reference."""
 
     def __init__(self, spec: ResidualSpec, theta: FloatArray, scale: FloatArray, lr: float = 1e-3,
-                 seed: int = 0, threads: int | None = None) -> None:
+                 seed: int = 0, threads: int | None = None, activation_scales: list[float] | None = None) -> None:
         """`threads` sets torch's intra-op threads for the whole process (torch has no per-object
-        setting); None leaves torch's default, one per core."""
+        setting); None leaves torch's default, one per core. `activation_scales` (one per layer
+        input, as QuantizedMLP.a_scale) makes the forward pass round every activation to int8 at
+        those scales, with a straight-through gradient: quantization-aware training, backprop's
+        best in the 16w8a format (the 16-bit weights' rounding is negligible beside the 8-bit
+        activations' and is left out)."""
         import torch
 
         if threads is not None:
@@ -218,17 +222,27 @@ class Backprop:
             for a in (w, b)
         ]
         self.opt = torch.optim.Adam(self.params, lr=lr)
+        self.a_scale = None if activation_scales is None else [float(v) for v in activation_scales]
         self.steps = 0
         self.forward_passes = 0
+
+    def _int8(self, h: Any, scale: float, low: int) -> Any:
+        """h rounded to the int8 grid of `scale` (saturated to [low, 127]); gradient passed straight."""
+        q = self.torch.clamp(self.torch.round(h / scale), low, A_MAX) * scale
+        return h + (q - h).detach()
 
     def _forward(self, batch: Batch) -> object:
         torch = self.torch
         h = torch.tensor(np.concatenate([batch.x, batch.u], axis=1), dtype=torch.float32) * self.in_gain
+        if self.a_scale is not None:
+            h = self._int8(h, self.a_scale[0], -A_MAX)
         n = len(self.params) // 2
         for i in range(n):
             h = h @ self.params[2 * i].T + self.params[2 * i + 1]
             if i < n - 1:
                 h = torch.relu(h) if self.spec.activation == "relu" else torch.tanh(h)
+                if self.a_scale is not None:
+                    h = self._int8(h, self.a_scale[i + 1], 0 if self.spec.activation == "relu" else -A_MAX)
         return h * self.out_gain
 
     def _loss(self, batch: Batch) -> object:
