@@ -163,3 +163,22 @@ def test_bad_configuration_is_named() -> None:
         ctrl.set_residual_weights(np.zeros(7))
     with pytest.raises(ConfigError, match="activation"):
         ResidualSpec(4, 1, activation="sigmoid")
+
+
+def test_rti_iterations_converge_to_the_nlp_solution() -> None:
+    """Repeated Gauss-Newton steps of rti_hpipm (sqp_iterations) reach the same optimum as ipopt
+    on the same NLP: the QP it builds is the NLP's linearization, constraints active or not."""
+    model = systems.make("cartpole")
+    task = make_task(model, None)
+    pole = {"kind": "bounded", "name": "pole", "active_dims": [2, 3], "lower": -0.2, "upper": 0.2}
+    cons = make_constraints([pole], 4, 1)
+    cfg = {"Q": [1.0, 1.0, 10.0, 1.0], "R": 0.1, "horizon": 15}
+    x0 = np.array([0.0, 0.0, 0.15, 0.25])  # theta_dot starts beyond its bound: the slack is active
+    exact = Nmpc(model, task, NmpcConfig(solver="ipopt", **cfg), cons).solve(x0, 0.0)
+    one = Nmpc(model, task, NmpcConfig(solver="rti_hpipm", **cfg), cons).solve(x0, 0.0)
+    many = Nmpc(model, task, NmpcConfig(solver="rti_hpipm", sqp_iterations=15, **cfg), cons).solve(x0, 0.0)
+    assert exact.success
+    assert many.success
+    assert many.iterations == 15
+    np.testing.assert_allclose(many.u_pred, exact.u_pred, atol=1e-4)
+    assert np.abs(many.u_pred - exact.u_pred).max() < np.abs(one.u_pred - exact.u_pred).max()
