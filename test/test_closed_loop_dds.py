@@ -25,7 +25,7 @@ from rclpy.node import Node  # noqa: E402
 
 from safe_ctrl_ros.msg import Command, State  # noqa: E402
 from safe_ctrl_ros.ros.convert import command_msg, stamp_to_ns  # noqa: E402
-from safe_ctrl_ros.ros.qos import COMMAND_QOS, STATE_QOS  # noqa: E402
+from safe_ctrl_ros.ros.qos import COMMAND_QOS, STATE_QOS, with_depth  # noqa: E402
 
 LAUNCH = REPO / "launch" / "cartpole_lqr.launch.xml"
 CONFIG = REPO / "config" / "cartpole_lqr.yaml"
@@ -61,7 +61,7 @@ def test_cartpole_balanced_over_dds_in_separate_processes(ros_context: object, t
         State,
         "/skeleton/plant/state",
         lambda m: states.append((m.header.stamp.sec + m.header.stamp.nanosec * 1e-9, list(m.x))),
-        STATE_QOS,
+        with_depth(STATE_QOS, 400),  # the whole run queued: a probe slowed by a loaded machine loses none
     )
     proc = start_bringup(
         str(LAUNCH), "namespace:=skeleton", f"params:={params}", "duration:=6.0", f"summary_file:={summary}"
