@@ -18,7 +18,7 @@ from rclpy.node import Node  # noqa: E402
 from safe_ctrl_ros.control import ResidualSpec  # noqa: E402
 from safe_ctrl_ros.msg import ControllerStatus, ModelUpdate, State  # noqa: E402
 from safe_ctrl_ros.ros.convert import state_msg  # noqa: E402
-from safe_ctrl_ros.ros.qos import LATCHED_QOS, STATE_QOS, STATUS_QOS  # noqa: E402
+from safe_ctrl_ros.ros.qos import LATCHED_QOS, STATE_QOS, STATUS_QOS, with_depth  # noqa: E402
 
 LAUNCH = REPO / "launch" / "cartpole_nmpc.launch.xml"
 
@@ -35,7 +35,9 @@ def run_nmpc_loop(
     states: list[list[float]] = []
     statuses: list[object] = []
     subs = [
-        node.create_subscription(State, f"/{ns}/plant/state", lambda m: states.append(list(m.x)), STATE_QOS),
+        node.create_subscription(
+            State, f"/{ns}/plant/state", lambda m: states.append(list(m.x)), with_depth(STATE_QOS, 1000)
+        ),
         node.create_subscription(ControllerStatus, f"/{ns}/controller/status", statuses.append, STATUS_QOS),
     ]
     proc = start_bringup(str(LAUNCH), f"namespace:={ns}", f"disturbances:={quiet}", "autostart:=false", *args)

@@ -27,7 +27,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 
 from safe_ctrl_ros.msg import ConstraintStatus, State  # noqa: E402
-from safe_ctrl_ros.ros.qos import STATE_QOS, STATUS_QOS  # noqa: E402
+from safe_ctrl_ros.ros.qos import STATE_QOS, STATUS_QOS, with_depth  # noqa: E402
 
 LAUNCH = REPO / "launch" / "quadrotor_3d_hover.launch.xml"
 CONFIG = REPO / "config" / "quadrotor_3d_hover.yaml"
@@ -76,7 +76,8 @@ def test_lqr_holds_hover_and_settles_downwind_after_the_wind_step(ros_context: o
     statuses: list[ConstraintStatus] = []
     subs = [
         node.create_subscription(
-            State, "/hover3d/plant/state", lambda m: states.setdefault(_stamp(m.header), np.array(m.x)), STATE_QOS
+            State, "/hover3d/plant/state", lambda m: states.setdefault(_stamp(m.header), np.array(m.x)),
+            with_depth(STATE_QOS, 1000),  # the probe keeps every state even when it is slow
         ),
         node.create_subscription(ConstraintStatus, "/hover3d/constraint_monitor/status", statuses.append, STATUS_QOS),
     ]
