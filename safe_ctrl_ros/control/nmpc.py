@@ -140,7 +140,6 @@ class Nmpc:
         self.soft = [c for c in cons.constraints if c.variable != "input"]
         self.hard = [c for c in cons.constraints if c.variable == "input"]
         self.ns = sum(c.num_rows for c in self.soft)
-        self._x0_as_bounds = self.cfg.solver == "rti_hpipm"
         nx, nu = model.nx, model.nu
         self.nv = nu + self.ns  # stage "input": control and slack
         self.Q = _weight_matrix(cfg.Q, nx, "nmpc Q")
@@ -209,7 +208,7 @@ class Nmpc:
             ubg += [0.0] * nx
             kinds += ["gap"] * nx
             path = []
-            if k == 0 and not self._x0_as_bounds:
+            if k == 0:
                 path.append(X[0] - p_x0)
                 lbg += [0.0] * nx
                 ubg += [0.0] * nx
@@ -294,7 +293,7 @@ class Nmpc:
         nx, n = self.model.nx, self.cfg.horizon
         return {
             "N": n, "nx": [nx] * (n + 1), "nu": [self.nv] * n + [0],
-            "ng": [(0 if self._x0_as_bounds else nx) + self.ns + nh] + [self.ns + nh] * (n - 1) + [0],
+            "ng": [nx + self.ns + nh] + [self.ns + nh] * (n - 1) + [0],
             "error_on_fail": False, "hpipm": {"iter_max": 100, "warm_start": 0, "mode": "speed_abs"},
         }
 
@@ -320,10 +319,7 @@ class Nmpc:
         w: Any = w0
         lam_x: Any = lam_x0
         lam_g: Any = lam_g0
-        lbg, ubg = ca.DM(self.lbg), ca.DM(self.ubg)
-        # x_0 = x0 as bounds on the first stage's state: HPIPM handles them cheaper than equality rows.
-        lbw = ca.vertcat(p[: self.model.nx], ca.DM(self.lbw[self.model.nx :]))
-        ubw = ca.vertcat(p[: self.model.nx], ca.DM(self.ubw[self.model.nx :]))
+        lbw, ubw, lbg, ubg = (ca.DM(v) for v in (self.lbw, self.ubw, self.lbg, self.ubg))
         for _ in range(self.cfg.sqp_iterations):
             g, a, grad_k = lin(w, p)
             sol = qp(h=h, g=grad_k, a=a, lba=lbg - g, uba=ubg - g, lbx=lbw - w, ubx=ubw - w, lam_x0=lam_x, lam_a0=lam_g)
