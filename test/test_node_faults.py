@@ -6,13 +6,11 @@ resumes, and the bag recorded meanwhile reads back to the end."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 
 import pytest
 
-from helpers.ros import REPO, pid_of, start_bringup, wait_for_bag_time
+from helpers.ros import REPO, kill_when_recorded, start_bringup
 from safe_ctrl_ros.bag.report import load_run, metrics
 
 pytest.importorskip("rclpy")
@@ -31,10 +29,7 @@ def test_killed_nodes_are_reported_respawned_and_the_loop_resumes(tmp_path: Path
     killed: list[str] = []
     try:
         for node, at in (("controller", 2.0), ("disturbance_injector", 5.0), ("constraint_monitor", 8.0)):
-            wait_for_bag_time(bag, at)
-            pid = pid_of(node, "faults")
-            assert pid is not None, node
-            os.kill(pid, signal.SIGKILL)
+            kill_when_recorded(bag, at, node, "faults")
             killed.append(node)
         out, _ = proc.communicate(timeout=120)
     finally:
@@ -72,10 +67,7 @@ def test_a_killed_adapter_leaves_the_loop_flying_and_comes_back(tmp_path: Path) 
                          "respawn:=true", "duration:=10.0", "record:=true", f"bag:={bag}", "autostart:=false",
                          f"summary_file:={summary}")
     try:
-        wait_for_bag_time(bag, 3.0, timeout=90.0)
-        pid = pid_of("adapter", "adaptfault")
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
+        kill_when_recorded(bag, 3.0, "adapter", "adaptfault", timeout=90.0)
         out, _ = proc.communicate(timeout=150)
     finally:
         if proc.poll() is None:

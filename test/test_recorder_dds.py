@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.ros import REPO, bringup, pid_of
+from helpers.ros import REPO, bringup
 from safe_ctrl_ros.bag.report import load_run, main, metrics
 
 pytest.importorskip("rclpy")
@@ -101,19 +101,13 @@ def test_replay_reproduces_the_monitors_output(tmp_path: Path) -> None:
 
 
 def test_a_killed_recorder_leaves_a_readable_bag(tmp_path: Path) -> None:
-    import os
-    import signal
-
-    from helpers.ros import start_bringup, wait_for_bag_time
+    from helpers.ros import kill_when_recorded, start_bringup
 
     bag = tmp_path / "killed"
     proc = start_bringup(str(LAUNCH), "namespace:=killed", "record:=true", f"bag:={bag}", "autostart:=false",
                          "duration:=6.0")
     try:
-        wait_for_bag_time(bag, 2.0, timeout=90.0)
-        pid = pid_of("recorder", "killed")
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
+        kill_when_recorded(bag, 2.0, "recorder", "killed", timeout=90.0)
         out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:

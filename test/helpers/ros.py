@@ -103,3 +103,13 @@ def wait_for_bag_time(bag: Path, seconds: float, timeout: float = 60.0) -> None:
     while bag_sim_seconds(bag) < seconds and time.monotonic() < deadline:
         time.sleep(0.05)
     assert bag_sim_seconds(bag) >= seconds, f"the recorded run did not reach t={seconds} s"
+
+
+def kill_when_recorded(bag: Path, seconds: float, node: str, namespace: str, timeout: float = 60.0) -> None:
+    """SIGKILL node `node` of `namespace` once the bag being recorded reaches `seconds` of sim time."""
+    import signal
+
+    wait_for_bag_time(bag, seconds, timeout)
+    pid = pid_of(node, namespace)
+    assert pid is not None, f"no process runs {node} in /{namespace}"
+    os.kill(pid, signal.SIGKILL)
