@@ -6,10 +6,19 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a benchmark's result file (bench/_results.py: provenance, top-level keys, records)."""
+    data = json.loads(path.read_text())
+    assert set(data["provenance"]) >= {"commit", "date", "command", "machine", "versions"}
+    records: list[dict[str, Any]] = data["records"]
+    return records
 
 
 def test_plant_speed_writes_its_records(tmp_path: Path) -> None:
@@ -21,7 +30,7 @@ def test_plant_speed_writes_its_records(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, check=False, cwd=REPO,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    records = json.loads(out.read_text())
+    records = read_records(out)
     modes = {(r["system"], r["mode"]) for r in records}
     expected = {("cartpole", "core"), ("quadrotor_3d", "core"), ("cartpole", "composed"), ("cartpole", "processes")}
     assert expected <= modes
@@ -84,7 +93,7 @@ def test_load_writes_its_records(tmp_path: Path) -> None:
     pytest.importorskip("rclpy")
     out = tmp_path / "load.json"
     done = _run_bench("load.py", "--robots", "1", "--seconds", "2", "--modes", "processes", "--out", str(out))
-    records = json.loads(out.read_text())
+    records = read_records(out)
     assert [(r["mode"], r["robots"]) for r in records] == [("processes", 1)]
     r = records[0]
     assert {"held", "miss_rate", "latency_p50_ms", "latency_p99_ms", "latency_max_ms", "jitter_p99_ms",
@@ -100,7 +109,7 @@ def test_soak_writes_its_records(tmp_path: Path) -> None:
     pytest.importorskip("rclpy")
     out = tmp_path / "soak.json"
     done = _run_bench("soak.py", "--sim-seconds", "2", "--sample-period", "0.2", "--out", str(out))
-    [r] = json.loads(out.read_text())
+    [r] = read_records(out)
     assert r["ok"], r["problems"]
     assert r["steps"] == 100
     labels = {p["label"].rsplit("/", 1)[1] for p in r["processes"]}
