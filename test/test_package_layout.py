@@ -103,3 +103,32 @@ def test_core_does_not_import_rclpy() -> None:
         text = path.read_text()
         assert not re.search(r"^\s*(import rclpy|from rclpy)", text, re.M), rel
         assert not re.search(r"^\s*from safe_ctrl_ros(\.msg| import msg)", text, re.M), rel
+
+
+def _readme_section(title: str) -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index(f"## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end >= 0 else None]
+
+
+def test_readme_lists_every_document_and_every_launch_file() -> None:
+    docs = _readme_section("Documentation")
+    for doc in sorted((REPO / "docs").glob("*.md")):
+        assert f"(docs/{doc.name})" in docs, f"README's Documentation list omits docs/{doc.name}"
+    scenarios = _readme_section("Running the graph")
+    for launch in sorted((REPO / "launch").glob("*.launch.xml")):
+        assert f"| `{launch.name}` |" in scenarios, f"README's scenario table omits {launch.name}"
+
+
+def test_package_declares_its_license_and_pip_dependencies() -> None:
+    root = ET.parse(REPO / "package.xml").getroot()
+    assert root.findtext("license") == "Apache-2.0"
+    assert "Apache License" in (REPO / "LICENSE").read_text()
+    assert "Version 2.0" in (REPO / "LICENSE").read_text()
+    assert "requirements/runtime.txt" in (REPO / "package.xml").read_text()
+    runtime = {line.split("==")[0].lower() for line in (REPO / "requirements" / "runtime.txt").read_text().splitlines()
+               if line and not line.startswith("#")}
+    assert {"numpy", "casadi", "scipy", "pyyaml", "rosbags", "torch"} <= runtime
+    exec_depends = {e.text for e in root.iter("exec_depend")}
+    assert {"python3-numpy", "python3-yaml", "python3-scipy"} <= exec_depends

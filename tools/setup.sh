@@ -18,7 +18,7 @@ else
   reqs=(requirements/python.txt requirements/ros-wheels.txt)
 fi
 # The node list is part of the key: each node module is a console script of the editable install.
-want="$flavour $( (cat "${reqs[@]}" requirements/constraints.txt setup.py setup.cfg; ls safe_ctrl_ros/nodes) | sha256sum | cut -d' ' -f1)"
+want="$flavour $( (cat "${reqs[@]}" requirements/runtime.txt requirements/constraints.txt setup.py setup.cfg; ls safe_ctrl_ros/nodes) | sha256sum | cut -d' ' -f1)"
 stamp="$venv/.safe-ctrl-deps"
 
 if [ ! -x "$venv/bin/python" ]; then

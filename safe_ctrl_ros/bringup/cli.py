@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_intermixed_args(argv)
     try:
         plan = parse_launch_file(opts.launch_file, _launch_args(opts.arguments))
+        for warning in plan.warnings:
+            print(f"safe-ctrl-bringup: warning: {warning}", file=sys.stderr)
         if opts.show_args:
             for name, desc in plan.descriptions.items():
                 print(f"{name} (default: '{plan.arguments.get(name, '')}'): {desc or ''}")

@@ -46,6 +46,8 @@ def child_env(spec: NodeSpec) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     env["PYTHONUNBUFFERED"] = "1"
+    for name in spec.unset_env:  # <unset_env> (disjoint from spec.env: the last of set/unset wins)
+        env.pop(name, None)
     env.update(spec.env)
     return env
 
@@ -177,7 +179,7 @@ def run_composed(plan: LaunchPlan, params_dir: Path) -> int:
     for spec in plan.nodes:
         if spec.pkg != OWN_PACKAGE:
             raise LaunchFileError(f"--composed runs only {OWN_PACKAGE} nodes; '{spec.pkg}/{spec.exec}' is not one")
-        if spec.env or spec.args:
+        if spec.env or spec.unset_env or spec.args:
             raise LaunchFileError(f"--composed cannot give node '{spec.label}' its own environment or arguments")
     ros_args = [s.ros_args(s.write_inline_params(params_dir, i)) for i, s in enumerate(plan.nodes)]
     for args in ros_args:
