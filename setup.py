@@ -23,6 +23,7 @@ TOOLS = [
     "safe-ctrl-replay = safe_ctrl_ros.bag.replay:main",
     "safe-ctrl-flagship = safe_ctrl_ros.bringup.flagship:main",
     "safe-ctrl-retrain = safe_ctrl_ros.bag.retrain:main",
+    "safe-ctrl-sweep = safe_ctrl_ros.sweep.cli:main",
 ]
 
 

@@ -1,43 +1,65 @@
 """Offline adaptation to a 30% mass mismatch on the 2D quadrotor: loss against forward passes.
 
-    tools/run.sh python bench/adapter_accuracy.py [--passes 100000] [--out bench/results/adapter_accuracy.json]
+    tools/run.sh python bench/adapter_accuracy.py [--seeds 10] [--passes 100000] [--quick]
+        [--out bench/results/adapter_accuracy.json]
 
 Data: transitions of the 30% heavier quadrotor flying figure-8s and circles under LQR with
 exploration noise (safe_ctrl_ros.learning.pretrain.collect with the mass fixed), split into a
 training and a validation set. Every method starts from the pretrained residual
-(config/models/quadrotor_2d_residual.npz) and sees the same batches. Methods: QZO-FF (16w8a, with
-each option as an ablation), float32 forward gradient (same estimator), backpropagation (Adam,
-each learning rate of --bp-lrs; the record is the best one, the others in lr_sweep) and bp_qat,
-backpropagation through the 16w8a forward pass (activations rounded to int8 at the model's scales,
-straight-through gradient; quantization-aware training: backprop's own best in the integer
-format, against which QZO-FF's format costs nothing). Every
-forward-gradient variant gets the same budget of forward passes (--passes; m perturbations per
-step cost 2m). Records: {method, variant, options, forward_passes, final_val_loss, curve:
-[[forward_passes, val_loss], ...]}; the float methods also record final_val_loss_16w8a, the loss of
-their final weights quantized to 16w8a (what the adapter would publish; QZO-FF's final_val_loss is
-already the integer model's).
+(config/models/quadrotor_2d_residual.npz) and, within a seed, sees the same batches. Methods: QZO-FF
+(16w8a, with each option as an ablation), float32 forward gradient (same estimator),
+backpropagation (Adam, each learning rate of --bp-lrs; the reference is the one with the lowest
+mean final loss over the seeds, the others in bp_lr_sweep) and bp_qat, backpropagation through the
+16w8a forward pass (activations rounded to int8 at the model's scales, straight-through gradient;
+quantization-aware training: backprop's own best in the integer format, against which QZO-FF's
+format costs nothing). Every forward-gradient variant gets the same budget of forward passes
+(--passes; m perturbations per step cost 2m).
+
+Seeds: seed s derives (numpy SeedSequence) four seeds, one per component: the data (its
+trajectories and exploration noise: collect's own generator), the training/validation split, the
+batch order (one generator per method, restarted so that every method sees the same batches) and the
+perturbations (ForwardGradientConfig.seed; backprop is deterministic given the batches, torch on one
+thread). Records, one per (seed, method run): {seed, method, variant, options, forward_passes,
+final_val_loss, curve: [[forward_passes, val_loss], ...], seconds}; the float methods also record
+final_val_loss_16w8a, the loss of their final weights quantized to 16w8a (what the adapter would
+publish; QZO-FF's final_val_loss is already the integer model's). Top level: the settings, `data`
+(per seed: sizes, the derived seeds, the zero and pretrained validation losses), `summaries` (per
+variant: stats.summarize over seeds), `bp_lr` and `bp_lr_sweep`, and `paired` (per-seed ratios,
+stats.paired: QZO-FF against each baseline).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from _results import write_records  # bench/ is on sys.path when run as a script
+from _sources import fingerprint
+from _sources import record as sources_record
 
+from safe_ctrl_ros.evaluation import stats
 from safe_ctrl_ros.learning.adapter import _requantize
 from safe_ctrl_ros.learning.data import normalized_mse
-from safe_ctrl_ros.learning.model_file import load_model
+from safe_ctrl_ros.learning.model_file import ResidualModel, load_model
 from safe_ctrl_ros.learning.pretrain import collect
 from safe_ctrl_ros.learning.settings import PARAMETERS
 from safe_ctrl_ros.learning.trainers import Backprop, ForwardGradientConfig, Fp32ForwardGradient, QzoFfTrainer
 
 REPO = Path(__file__).resolve().parents[1]
+# The code and files the figures depend on (recorded with a digest; a change during the run is listed).
+SOURCES = ("bench/adapter_accuracy.py", "safe_ctrl_ros/learning/*.py", "safe_ctrl_ros/control/*.py",
+           "safe_ctrl_ros/systems/*.py", "safe_ctrl_ros/simulation/*.py", "safe_ctrl_ros/tasks/*.py",
+           "safe_ctrl_ros/env.py", "config/models/*.npz")
 MODEL = REPO / "config" / "models" / "quadrotor_2d_residual.npz"
 EPS = float(PARAMETERS["trainer.eps"][0])  # the adapter's defaults
 LR = float(PARAMETERS["trainer.lr"][0])
+MASS_SCALE = 1.3
+STEPS_PER_EPISODE = 300
+DT = 0.02
 
 # The ablations: each changes one option of the default (the step size where the option needs its own).
 QZO_VARIANTS: dict[str, dict[str, object]] = {
@@ -50,67 +72,74 @@ QZO_VARIANTS: dict[str, dict[str, object]] = {
     "qzo_ff_sparse50": {"sparsity": 0.5},
     "qzo_ff_eps16": {"eps": 16},  # the former default perturbation
 }
+FLOAT_EPS = 1e-3
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--passes", type=int, default=100_000, help="forward passes of each forward-gradient variant")
-    parser.add_argument("--steps", type=int, default=None, help="overrides --passes: steps per variant")
-    parser.add_argument("--bp-steps", type=int, default=10_000, help="backprop steps (its loss has flattened by then)")
-    parser.add_argument("--bp-lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3, 1e-2])
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--episodes", type=int, default=12)
-    parser.add_argument("--variants", nargs="+", default=[*QZO_VARIANTS, "fg_fp32", "bp", "bp_qat"])
-    parser.add_argument("--qat-lr", type=float, default=3e-3, help="Adam lr of quantization-aware backprop")
-    parser.add_argument("--model", type=Path, default=MODEL, help="the pretrained residual")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "adapter_accuracy.json")
-    args = parser.parse_args()
-    start = load_model(args.model, 6, 2)
-    data = collect("quadrotor_2d", args.episodes, 300, 0.02, (1.3, 1.3), seed=123)
-    perm = np.random.default_rng(0).permutation(len(data))
+def component_seeds(seed: int) -> dict[str, int]:
+    """The seeds of the data, the split, the batch order and the perturbations, from one seed."""
+    data, split, batches, perturbations = (int(v) for v in np.random.SeedSequence(seed).generate_state(4))
+    return {"data": data, "split": split, "batches": batches, "perturbations": perturbations}
+
+
+def jobs_for(variants: list[str], bp_lrs: list[float], qat_lr: float) -> list[tuple[str, dict[str, Any]]]:
+    jobs: list[tuple[str, dict[str, Any]]] = []
+    for name in variants:
+        if name == "bp":
+            jobs += [("bp", {"lr": lr, "optimizer": "adam"}) for lr in bp_lrs]
+        elif name == "bp_qat":
+            jobs.append((name, {"lr": qat_lr, "optimizer": "adam", "activations": "int8 (straight-through)"}))
+        elif name == "fg_fp32":
+            jobs.append((name, {"eps": FLOAT_EPS, "lr": LR}))
+        elif name in QZO_VARIANTS:
+            jobs.append((name, {"eps": EPS, "lr": LR, **QZO_VARIANTS[name]}))
+        else:
+            raise SystemExit(f"unknown variant '{name}'; known: {[*QZO_VARIANTS, 'fg_fp32', 'bp', 'bp_qat']}")
+    return jobs
+
+
+def run_seed(seed: int, start: ResidualModel, jobs: list[tuple[str, dict[str, Any]]], args: argparse.Namespace,
+             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Every job on seed `seed`'s data: (the data's description, one record per job)."""
+    seeds = component_seeds(seed)
+    data = collect("quadrotor_2d", args.episodes, STEPS_PER_EPISODE, DT, (MASS_SCALE, MASS_SCALE), seed=seeds["data"])
+    perm = np.random.default_rng(seeds["split"]).permutation(len(data))
     n_val = len(data) // 5
     val, train = data.take(perm[:n_val]), data.take(perm[n_val:])
     scale = start.loss_scale
     zero = normalized_mse(np.zeros_like(val.target), val.target, scale)
     pre = normalized_mse(start.net.forward_int(val.x, val.u), val.target, scale)
-    print(f"{len(train)} training / {len(val)} validation transitions; validation loss: zero residual {zero:.4f}, "
-          f"pretrained {pre:.4f}")
+    info = {"seed": seed, "seeds": seeds, "train": len(train), "val": len(val), "zero_val_loss": zero,
+            "pretrained_val_loss": pre}
+    print(f"seed {seed}: {len(train)} training / {len(val)} validation transitions; validation loss: zero residual "
+          f"{zero:.4f}, pretrained {pre:.4f}", flush=True)
 
     def quantized(theta: np.ndarray) -> float:
         return normalized_mse(_requantize(start.net, theta).forward_int(val.x, val.u), val.target, scale)
 
-    jobs: list[tuple[str, dict[str, object]]] = []
-    for name in args.variants:
-        if name == "bp":
-            jobs += [("bp", {"lr": lr, "optimizer": "adam"}) for lr in args.bp_lrs]
-        elif name == "bp_qat":
-            jobs.append((name, {"lr": args.qat_lr, "optimizer": "adam", "activations": "int8 (straight-through)"}))
-        elif name == "fg_fp32":
-            jobs.append((name, {"eps": 1e-3, "lr": LR}))
-        else:
-            jobs.append((name, {"eps": EPS, "lr": LR, **QZO_VARIANTS[name]}))
     records = []
     for name, opts in jobs:
         trainer: QzoFfTrainer | Fp32ForwardGradient | Backprop
         if name.startswith("qzo_ff"):
-            trainer = QzoFfTrainer(start.net.copy(), scale, ForwardGradientConfig(**opts))  # type: ignore[arg-type]
+            cfg = ForwardGradientConfig(**opts, seed=seeds["perturbations"])  # type: ignore[arg-type]
+            trainer = QzoFfTrainer(start.net.copy(), scale, cfg)
             steps = args.steps or args.passes // (2 * trainer.cfg.perturbations)
         elif name == "fg_fp32":
-            trainer = Fp32ForwardGradient(start.net.spec, start.net.theta(), scale, ForwardGradientConfig(**opts))  # type: ignore[arg-type]
+            cfg = ForwardGradientConfig(**opts, seed=seeds["perturbations"])  # type: ignore[arg-type]
+            trainer = Fp32ForwardGradient(start.net.spec, start.net.theta(), scale, cfg)
             steps = args.steps or args.passes // (2 * trainer.cfg.perturbations)
         else:
-            trainer = Backprop(start.net.spec, start.net.theta(), scale, lr=float(opts["lr"]),  # type: ignore[arg-type]
+            trainer = Backprop(start.net.spec, start.net.theta(), scale, lr=float(opts["lr"]), seed=seed, threads=1,
                                activation_scales=start.net.a_scale if name == "bp_qat" else None)
             steps = args.bp_steps
-        rng = np.random.default_rng(1)
+        rng = np.random.default_rng(seeds["batches"])  # the same batches for every method
         curve = [[0, float(trainer.loss(val))]]
         t0 = time.perf_counter()
         for step in range(1, steps + 1):
             trainer.step(train.take(rng.integers(0, len(train), args.batch)))
             if step % max(1, steps // 20) == 0:
                 curve.append([int(trainer.forward_passes), float(trainer.loss(val))])
-        record: dict[str, object] = {
-            "method": "qzo_ff" if name.startswith("qzo_ff") else name,
+        record: dict[str, Any] = {
+            "seed": seed, "method": "qzo_ff" if name.startswith("qzo_ff") else name,
             "variant": name, "options": opts, "forward_passes": int(trainer.forward_passes),
             "final_val_loss": curve[-1][1], "curve": curve,
             "seconds": round(time.perf_counter() - t0, 1),
@@ -120,25 +149,137 @@ def main() -> int:
         records.append(record)
         extra = f"  16w8a {record['final_val_loss_16w8a']:.6f}" if "final_val_loss_16w8a" in record else ""
         label = f"bp lr {opts['lr']:g}" if name == "bp" else name
-        print(f"{label:<20} forward passes {record['forward_passes']:>7}  final validation loss "
+        print(f"  {label:<20} forward passes {record['forward_passes']:>7}  final validation loss "
               f"{record['final_val_loss']:.6f}{extra}  ({record['seconds']} s)", flush=True)
-    # Backprop: one record, its best learning rate (by final validation loss), the others listed.
-    bps = [r for r in records if r["method"] == "bp"]
-    if bps:
-        bp = min(bps, key=lambda r: r["final_val_loss"])  # type: ignore[arg-type, return-value]
-        bp["lr_sweep"] = [{"lr": r["options"]["lr"], "final_val_loss": r["final_val_loss"],  # type: ignore[index]
-                           "final_val_loss_16w8a": r["final_val_loss_16w8a"]} for r in bps]
-        records = [r for r in records if r["method"] != "bp" or r is bp]
-        bps = [bp]
-    best_qzo = min((r for r in records if r["method"] == "qzo_ff"), key=lambda r: r["final_val_loss"], default=None)
-    if bps and best_qzo:
-        bp = min(bps, key=lambda r: r["final_val_loss"])
-        print(f"best QZO-FF ({best_qzo['variant']}) {best_qzo['final_val_loss']:.6f} / best backprop "
-              f"(lr {bp['options']['lr']:g}) {bp['final_val_loss']:.6f} = "  # type: ignore[index]
-              f"{best_qzo['final_val_loss'] / bp['final_val_loss']:.2f}x "
-              f"(goal <= 1.25x); backprop's weights in 16w8a: {bp['final_val_loss_16w8a']:.6f} "
-              f"(QZO-FF / that = {best_qzo['final_val_loss'] / bp['final_val_loss_16w8a']:.2f}x)")
-    write_records(args.out, records)
+    return info, records
+
+
+def summary(values: list[float], start_losses: list[float] | None = None) -> dict[str, Any]:
+    """stats.summarize of per-seed losses with their median, plus how many seeds ended above their
+    start (diverged); a seed whose loss is not finite is counted and left out of the statistics."""
+    finite = [v for v in values if np.isfinite(v)]
+    out: dict[str, Any] = {**stats.summarize(finite), "median": float(np.median(finite))} if finite else {"n": 0}
+    out["non_finite"] = len(values) - len(finite)
+    if start_losses is not None:
+        out["above_start"] = sum(not v < s for v, s in zip(values, start_losses, strict=True))
+    return out
+
+
+def paired(a: list[float], b: list[float]) -> dict[str, Any]:
+    """stats.paired of the per-seed ratios a / b, with their median and the ratios themselves."""
+    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    return {**stats.paired(a, b), "median": float(np.median(ratios)), "per_seed": ratios}
+
+
+def summarize_all(records: list[dict[str, Any]], data: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """`summaries`, `bp_lr`, `bp_lr_sweep` and `paired` of the result file, from the per-seed records."""
+    start = [d["pretrained_val_loss"] for d in data]
+    keyed: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in records:
+        key = f"bp@{r['options']['lr']:g}" if r["variant"] == "bp" else r["variant"]
+        keyed.setdefault(key, {})[r["seed"]] = r
+
+    def values(key: str, figure: str = "final_val_loss") -> list[float]:
+        return [float("nan") if keyed[key][s][figure] is None else keyed[key][s][figure] for s in seeds]
+
+    out: dict[str, Any] = {"summaries": {}, "paired": {}}
+    sweep = []
+    for key in keyed:
+        if key.startswith("bp@"):
+            lr = keyed[key][seeds[0]]["options"]["lr"]
+            sweep.append({"lr": lr, "final_val_loss": summary(values(key), start),
+                          "final_val_loss_16w8a": summary(values(key, "final_val_loss_16w8a"), start)})
+    if sweep:
+        best = min(sweep, key=lambda e: e["final_val_loss"]["mean"])
+        out["bp_lr"] = best["lr"]
+        out["bp_lr_sweep"] = sweep
+        keyed["bp"] = keyed.pop(f"bp@{best['lr']:g}")
+    for key in keyed:
+        if key.startswith("bp@"):
+            continue
+        first = keyed[key][seeds[0]]
+        entry: dict[str, Any] = {"options": first["options"], "forward_passes": first["forward_passes"],
+                                 "final_val_loss": summary(values(key), start)}
+        if "final_val_loss_16w8a" in first:
+            entry["final_val_loss_16w8a"] = summary(values(key, "final_val_loss_16w8a"), start)
+        curves = np.array([keyed[key][s]["curve"] for s in seeds], dtype=float)
+        entry["curve_mean"] = [[int(p), float(v)] for p, v in zip(curves[0, :, 0], curves[:, :, 1].mean(axis=0),
+                                                                    strict=True)]
+        out["summaries"][key] = entry
+    out["summaries"]["pretrained"] = {"final_val_loss": summary(start)}
+    qzo = values("qzo_ff") if "qzo_ff" in keyed else None
+    baselines = [("bp", "final_val_loss"), ("bp", "final_val_loss_16w8a"), ("bp_qat", "final_val_loss"),
+                 ("fg_fp32", "final_val_loss"), ("fg_fp32", "final_val_loss_16w8a")]
+    if qzo is not None and all(np.isfinite(qzo)):
+        for key, figure in baselines:
+            if key in keyed:
+                name = f"qzo_ff_over_{key}" + ("_16w8a" if figure.endswith("16w8a") else "")
+                other = values(key, figure)
+                out["paired"][name] = paired(qzo, other)
+        out["paired"]["qzo_ff_over_pretrained"] = paired(qzo, start)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=10, help="seeds 0 .. N-1")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--passes", type=int, default=100_000, help="forward passes of each forward-gradient variant")
+    parser.add_argument("--steps", type=int, default=None, help="overrides --passes: steps per variant")
+    parser.add_argument("--bp-steps", type=int, default=10_000, help="backprop steps (its loss has flattened by then)")
+    parser.add_argument("--bp-lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3, 1e-2])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--episodes", type=int, default=12)
+    parser.add_argument("--variants", nargs="+", default=[*QZO_VARIANTS, "fg_fp32", "bp", "bp_qat"])
+    parser.add_argument("--qat-lr", type=float, default=3e-3, help="Adam lr of quantization-aware backprop")
+    parser.add_argument("--model", type=Path, default=MODEL, help="the pretrained residual")
+    parser.add_argument("--quick", action="store_true",
+                        help="a CI-sized run: 2 seeds, 2 000 passes, 200 backprop steps, 2 episodes")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "adapter_accuracy.json")
+    args = parser.parse_args()
+    sources = fingerprint(*SOURCES)
+    if args.quick:
+        args.seeds, args.passes, args.bp_steps = min(args.seeds, 2), min(args.passes, 2000), min(args.bp_steps, 200)
+        args.episodes = min(args.episodes, 2)
+    start = load_model(args.model, 6, 2)
+    jobs = jobs_for(args.variants, args.bp_lrs, args.qat_lr)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    data, records = [], []
+    for seed in seeds:
+        t0 = time.perf_counter()
+        info, recs = run_seed(seed, start, jobs, args)
+        info["seconds"] = round(time.perf_counter() - t0, 1)
+        print(f"seed {seed} took {info['seconds']} s", flush=True)
+        data.append(info)
+        records += recs
+    result = summarize_all(records, data, seeds)
+    for key, entry in result["summaries"].items():
+        s = entry["final_val_loss"]
+        if s["n"]:
+            print(f"{key:<20} final validation loss mean {s['mean']:.6f} [{s['ci95_low']:.6f}, {s['ci95_high']:.6f}] "
+                  f"worst {s['worst']:.6f} (above start: {s.get('above_start', '-')}, non-finite: {s['non_finite']})")
+    for name, p in result["paired"].items():
+        print(f"{name}: mean {p['mean']:.2f}x [{p['ci95_low']:.2f}, {p['ci95_high']:.2f}], "
+              f"worst seed {p['worst']:.2f}x, best {p['best']:.2f}x")
+    if "qzo_ff_over_bp" in result["paired"]:
+        print("goal: QZO-FF within 1.25x of backprop (mean and worst seed)")
+    write_records(
+        args.out, records,
+        sources=sources_record(sources, *SOURCES),
+        seeds=seeds,
+        seed_drives={"data": "collect's generator (trajectories, exploration noise)", "split": "the validation split",
+                     "batches": "the batch order (the same for every method of a seed)",
+                     "perturbations": "ForwardGradientConfig.seed", "derived_by": "numpy SeedSequence(seed)"},
+        settings={"passes": args.passes, "steps": args.steps, "bp_steps": args.bp_steps, "bp_lrs": args.bp_lrs,
+                  "qat_lr": args.qat_lr, "batch": args.batch, "episodes": args.episodes,
+                  "steps_per_episode": STEPS_PER_EPISODE, "dt": DT, "mass_scale": MASS_SCALE,
+                  "val_fraction": 0.2, "qzo_defaults": {"eps": EPS, "lr": LR}, "fg_fp32_eps": FLOAT_EPS,
+                  "bp_threads": 1, "variants": args.variants,
+                  "model": str(args.model.relative_to(REPO)) if args.model.is_relative_to(REPO) else str(args.model),
+                  "model_sha256": hashlib.sha256(args.model.read_bytes()).hexdigest()[:16], "model_meta": start.meta},
+        data=data,
+        **result,
+    )
     return 0
 
 

@@ -23,9 +23,10 @@ read lower than `cpu_cores`). The machine may be shared: a robot count that does
 other processes use more than `--busy` cores is run again (at most `--retries` times) and judged by
 its best attempt (one that held, else the least disturbed); the record lists every attempt.
 
-Every plant publishes the absolute `/clock` and every controller (use_sim_time) subscribes to it,
-so with N robots each controller receives N x 50 clock messages a second. `--clocks private` remaps
-`/clock` into each robot's namespace (a generated copy of the launch file), which shows that cost.
+The launch files remap `/clock` into each robot's namespace (`private`: a controller hears only its
+own plant's clock). `--clocks shared` runs a generated copy of the launch file without that remap:
+every plant publishes the absolute `/clock` and every controller (use_sim_time) subscribes to it,
+so with N robots each controller receives N x 50 clock messages a second, which shows that cost.
 
 A machine **holds** N loops when every robot completes its episode, and every robot misses at most
 `--max-miss-rate` (default 1%) of its deadlines, and every robot's p99 command latency is at most
@@ -137,13 +138,14 @@ def start_all(namespaces: list[str], timeout: float, settle: float) -> None:
         node.destroy_node()
 
 
-def private_clock_launch(directory: Path) -> Path:
-    """launch/cartpole_lqr.launch.xml with `/clock` remapped into each robot's namespace, so a
-    controller hears only its own plant's clock instead of every plant's (N x 50 Hz)."""
+def shared_clock_launch(directory: Path) -> Path:
+    """launch/cartpole_lqr.launch.xml without its per-robot `/clock` remap, so every plant publishes
+    the absolute `/clock` and every controller hears every plant's clock (N x 50 Hz)."""
     tree = ET.parse(LAUNCH)
     for node in tree.getroot().iter("node"):
-        ET.SubElement(node, "remap", {"from": "/clock", "to": "clock"})
-    path = directory / "cartpole_lqr_private_clock.launch.xml"
+        for remap in [r for r in node.findall("remap") if r.get("from") == "/clock"]:
+            node.remove(remap)
+    path = directory / "cartpole_lqr_shared_clock.launch.xml"
     tree.write(path)
     return path
 
@@ -167,7 +169,7 @@ def run_once(
     settle: float, attempt: int = 0,
 ) -> dict[str, Any]:
     tag = f"load{os.getpid()}_{mode[0]}{clock[0]}{robots}_{attempt}"
-    launch = private_clock_launch(work) if clock == "private" else LAUNCH
+    launch = shared_clock_launch(work) if clock == "shared" else LAUNCH
     namespaces = [f"{tag}_r{k}" for k in range(robots)]
     log_dir = work / tag
     log_dir.mkdir()
@@ -294,9 +296,9 @@ def main() -> int:
                         help="wall seconds between every robot being up and the start (discovery settles)")
     parser.add_argument("--modes", nargs="+", choices=["processes", "composed"], default=["processes", "composed"])
     parser.add_argument("--max-miss-rate", type=float, default=0.01)
-    parser.add_argument("--clocks", nargs="+", choices=["shared", "private"], default=["shared"],
-                        help="shared: every plant publishes /clock (as launched); private: /clock remapped into "
-                        "each robot's namespace")
+    parser.add_argument("--clocks", nargs="+", choices=["shared", "private"], default=["private"],
+                        help="private: /clock remapped into each robot's namespace (as launched); shared: every "
+                        "plant publishes the absolute /clock")
     parser.add_argument("--busy", type=float, default=0.2,
                         help="a robot count that does not hold while other processes use more cores than this is "
                         "tried again (at most --retries times); the verdict is the best attempt's")

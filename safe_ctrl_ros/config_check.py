@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from numbers import Integral, Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from safe_ctrl_ros.errors import ConfigError
-from safe_ctrl_ros.systems.base import FloatArray
+
+if TYPE_CHECKING:  # the systems package imports CasADi: not needed to check a value
+    from safe_ctrl_ros.systems.base import FloatArray
 
 
 def join(where: str, key: str | int) -> str:

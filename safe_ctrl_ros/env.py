@@ -7,8 +7,10 @@
 
 The reward is minus the quadratic tracking cost (safe-control-gym's quadratic cost);
 `terminated` means out of the termination bounds, a non-finite state or (with
-`done_on_violation`) a constraint violation; `truncated` means the episode length was reached.
-`info` holds the constraint values and violation, the tracking error and the reference.
+`done_on_violation`) a constraint violation; `truncated` means the episode length was reached
+(whole control periods, rounded up). Initial-state draws and these termination rules are the
+plant node's own (`simulation.Episode`). `info` holds the constraint values and violation, the
+tracking error and the reference.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from numpy.typing import ArrayLike
 from safe_ctrl_ros import systems
 from safe_ctrl_ros.errors import ConfigError
 from safe_ctrl_ros.safety import make_constraints
-from safe_ctrl_ros.simulation import PlantSim
+from safe_ctrl_ros.simulation import Episode, PlantSim
 from safe_ctrl_ros.systems.base import FloatArray, as_vector
 from safe_ctrl_ros.tasks import make_task
 
@@ -51,17 +53,10 @@ class SafeControlEnv:
         self.constraints = make_constraints(constraints, nx, nu)
         if not (np.isfinite(episode_length) and episode_length > 0):
             raise ConfigError(f"episode_length must be positive, got {episode_length}")
-        self.max_steps = round(episode_length / dt)
-        self.init_randomization = (
-            np.zeros(nx) if init_randomization is None else as_vector(init_randomization, nx, "init_randomization")
-        )
-        if np.any(self.init_randomization < 0):
-            raise ConfigError("init_randomization: half-widths must be >= 0")
+        self.episode = Episode(self.sim, init_randomization, duration=episode_length)
         self.done_on_violation = done_on_violation
         self.Q = np.diag(np.ones(nx) if reward_Q is None else as_vector(reward_Q, nx, "reward_Q"))
         self.R = np.diag(np.full(nu, 0.1) if reward_R is None else as_vector(reward_R, nu, "reward_R"))
-        self.nominal_x0 = self.sim.x0.copy()
-        self.rng = np.random.default_rng()
 
     @property
     def observation_size(self) -> int:
@@ -74,9 +69,8 @@ class SafeControlEnv:
     def reset(self, seed: int | None = None) -> tuple[FloatArray, dict[str, Any]]:
         """Start an episode at the nominal initial state plus a uniform draw of +-init_randomization."""
         if seed is not None:
-            self.rng = np.random.default_rng(seed)
-        x0 = self.nominal_x0 + self.rng.uniform(-self.init_randomization, self.init_randomization)
-        self.sim.reset(x0)
+            self.episode.seed(seed)
+        x0 = self.episode.reset()
         x_ref, _ = self.task.reference(0.0)
         evaluation = self.constraints.state_only().evaluate(x0, self.model.equilibrium()[1])
         info = {"t": 0.0, "x_ref": x_ref[0], "constraint_values": evaluation.values}
@@ -91,17 +85,16 @@ class SafeControlEnv:
         error = self.sim.x - x_ref[0]
         du = uv - u_ref[0]
         cost = float(error @ self.Q @ error + du @ self.R @ du)
-        x = self.sim.advance(uv)
-        out = self.model.out_of_bounds(x)
-        terminated = bool(out) or (self.done_on_violation and evaluation.any_violated)
-        truncated = not terminated and self.sim.k >= self.max_steps
+        result = self.episode.step(uv)
+        terminated = bool(result.terminated) or (self.done_on_violation and evaluation.any_violated)
+        truncated = not terminated and result.truncated
         info = {
             "t": self.sim.t,
             "x_ref": x_ref[0],
             "tracking_error": float(np.linalg.norm(error)),
             "constraint_values": evaluation.values,
             "constraint_violation": evaluation.any_violated,
-            "out_of_bounds": out,
+            "out_of_bounds": result.out_of_bounds,
             "applied_action": uv,
         }
-        return x.copy(), -cost, terminated, truncated, info
+        return self.sim.x.copy(), -cost, terminated, truncated, info

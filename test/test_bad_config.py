@@ -109,26 +109,18 @@ def test_bringup_reports_a_node_that_stops_on_bad_config(tmp_path: Path) -> None
     assert "unknown system 'cartpoll'" in done.stdout
 
 
-def test_whole_numbers_are_taken_for_float_parameters() -> None:
-    import rclpy
-    from rclpy.node import Node
-    from rclpy.parameter import Parameter
+def test_empty_list_is_explained(tmp_path: Path) -> None:
+    """ROS 2 declares an empty list without a value: refused before rclpy sees it, naming the key."""
+    path = write(tmp_path, "/**:\n  ros__parameters:\n    task:\n      goal: []\n")
+    done = run_node("controller", "--params-file", str(path))
+    assert done.returncode == 2
+    assert "task.goal' is an empty list" in done.stderr
+    done = run_node("controller", "-p", "fallback.command:=[]")
+    assert done.returncode == 2
+    assert "parameter 'fallback.command'" in done.stderr
 
-    from safe_ctrl_ros.ros.params import declare
 
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        node = Node("coerce", context=context, parameter_overrides=[
-            Parameter("duration", Parameter.Type.INTEGER, 3),
-            Parameter("Q", Parameter.Type.INTEGER_ARRAY, [1, 2]),
-            Parameter("steps", Parameter.Type.INTEGER, 4),
-        ])
-        duration = declare(node, "duration", 10.0, "")
-        assert isinstance(duration, float)
-        assert duration == 3.0
-        assert declare(node, "Q", [0.5, 0.5], "") == [1.0, 2.0]
-        assert declare(node, "steps", 1, "") == 4  # an int parameter stays an int
-        node.destroy_node()
-    finally:
-        rclpy.shutdown(context=context)
+def test_out_of_range_value_is_named() -> None:
+    done = run_node("controller", "-p", "nmpc.horizon:=0")
+    assert done.returncode == 2
+    assert "parameter 'nmpc.horizon': expected an integer in [1, 10000], got 0" in done.stderr

@@ -15,13 +15,17 @@ from safe_ctrl_ros.errors import ConfigError
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_run(path: Path, violate_at: float | None) -> None:
-    """A synthetic 2 s cart-pole run at 50 Hz; theta_dot leaves the pole constraint at `violate_at`."""
+def write_run(path: Path, violate_at: float | None, system: str | None = None, theta_rate: float = 0.0) -> None:
+    """A synthetic 2 s cart-pole run at 50 Hz; theta_dot leaves the pole constraint at `violate_at`.
+
+    The cart drifts (x = 0.01 k m at step k), the pole leans by theta = theta_rate k rad, the reference
+    is 0. `system` is written into the bag's metadata (None: an old bag that does not name it).
+    """
     ts = typestore()
     T = ts.types
     header = T["std_msgs/msg/Header"]
     time_ = T["builtin_interfaces/msg/Time"]
-    writer = BagWriter(path, ts)
+    writer = BagWriter(path, ts, custom_data=None if system is None else {"system": system})
     for topic, kind in (("/r/plant/state", "State"), ("/r/plant/reference", "Reference"), ("/r/plant/cmd", "Command"),
                         ("/r/constraint_monitor/status", "ConstraintStatus")):
         writer.add_topic(topic, f"safe_ctrl_ros/msg/{kind}")
@@ -30,7 +34,7 @@ def write_run(path: Path, violate_at: float | None) -> None:
         t = k * 0.02
         h = header(stamp=time_(sec=int(t), nanosec=round((t - int(t)) * 1e9)), frame_id="")
         theta_dot = 0.5 if violate_at is not None and abs(t - violate_at) < 1e-9 else 0.0
-        x = np.array([0.01 * k, 0.0, 0.0, theta_dot])
+        x = np.array([0.01 * k, 0.0, theta_rate * k, theta_dot])
         violated = [False, False, False, theta_dot > 0.2]
         if any(violated) and first < 0:
             first = t
@@ -79,6 +83,79 @@ def test_metrics_of_a_run_with_a_known_violation(tmp_path: Path) -> None:
     assert a["control_effort"] == pytest.approx(0.25)
     table = markdown([a, b])
     assert "| violation_steps | 1 | 0 |" in table
+
+
+def test_tracking_error_is_in_metres_and_the_pole_angle_apart_in_radians(tmp_path: Path) -> None:
+    """The cart-pole tracks its cart position x (m); the pole angle's error is its own metric (rad)."""
+    write_run(tmp_path / "a", violate_at=None, system="cartpole", theta_rate=0.001)
+    run = load_run(tmp_path / "a")
+    assert (run.system, run.system_note) == ("cartpole", "")
+    m = metrics(run)
+    x_rms = np.sqrt(np.mean([(0.01 * k) ** 2 for k in range(100)]))
+    theta_rms = np.sqrt(np.mean([(0.001 * k) ** 2 for k in range(100)]))
+    assert m["tracking_rmse"] == pytest.approx(x_rms, rel=1e-12)  # x alone: theta is not added to it
+    assert m["angle_rmse"] == pytest.approx(theta_rms, rel=1e-12)
+    # The last 10 s of a 1.98 s run are all of it.
+    assert m["tracking_rmse_last_10s"] == pytest.approx(x_rms, rel=1e-12)
+    assert m["angle_rmse_last_10s"] == pytest.approx(theta_rms, rel=1e-12)
+    assert m["system"] == "cartpole"
+    assert "system_note" not in m
+    assert m["units"]["tracking_rmse"] == "m"
+    assert m["units"]["angle_rmse"] == "rad"
+    assert m["units"]["tracking_rmse_last_10s"] == "m"
+    table = markdown([m])
+    assert "| tracking_rmse (m) |" in table
+    assert "| angle_rmse (rad) |" in table
+    assert "| system | cartpole |" in table
+
+
+def test_the_system_comes_from_the_bag_else_from_the_state_size_with_a_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_run(tmp_path / "old", violate_at=None, theta_rate=0.001)  # recorded before bags named the system
+    old = load_run(tmp_path / "old")
+    assert old.system == "cartpole"
+    assert "does not name its system" in old.system_note
+    assert "'cartpole' inferred from the state size 4" in old.system_note
+    m = metrics(old)
+    assert m["system_note"] == old.system_note
+    assert m["tracking_rmse"] == pytest.approx(np.sqrt(np.mean([(0.01 * k) ** 2 for k in range(100)])), rel=1e-12)
+    assert "Notes:" in markdown([m])
+    assert main([str(tmp_path / "old")]) == 0
+    assert "note: old: the bag does not name its system" in capsys.readouterr().err
+    # A name the report does not know, or one that does not fit the states, is an error with the reason.
+    write_run(tmp_path / "wrong", violate_at=None, system="quadrotor_2d")
+    with pytest.raises(ConfigError, match=r"system 'quadrotor_2d' \(recorded in the bag\) has 6 states.* has 4"):
+        load_run(tmp_path / "wrong")
+    assert load_run(tmp_path / "wrong", system="cartpole").system == "cartpole"  # --system overrides
+    assert main([str(tmp_path / "wrong")]) == 2
+    assert "has 6 states" in capsys.readouterr().err
+    assert main([str(tmp_path / "wrong"), "--system", "cartpole"]) == 0
+    write_run(tmp_path / "unknown", violate_at=None, system="segway")
+    with pytest.raises(ConfigError, match="unknown system 'segway'"):
+        load_run(tmp_path / "unknown")
+
+
+def test_the_system_name_is_in_the_metadata_and_the_mcap_summary(tmp_path: Path) -> None:
+    """custom_data.system, where rosbag2 keeps a bag's own data: metadata.yaml from the start (a killed
+    recorder leaves it too) and, once closed, the MCAP file's rosbag2 metadata record."""
+    import yaml
+
+    writer = BagWriter(tmp_path / "b", typestore())
+    read = lambda: yaml.safe_load((tmp_path / "b" / "metadata.yaml").read_text())  # noqa: E731
+    assert "system" not in read()["rosbag2_bagfile_information"]["custom_data"]
+    writer.set_custom_data("system", "quadrotor_3d")
+    custom = read()["rosbag2_bagfile_information"]["custom_data"]
+    assert custom == {"recorder": "safe_ctrl_ros", "system": "quadrotor_3d", "complete": "false"}
+    with pytest.raises(ConfigError, match="writer's own"):
+        writer.set_custom_data("complete", "true")
+    writer.close()
+    assert read()["rosbag2_bagfile_information"]["custom_data"]["system"] == "quadrotor_3d"
+    assert read()["rosbag2_bagfile_information"]["custom_data"]["complete"] == "true"
+    assert b"system: quadrotor_3d" in (tmp_path / "b" / "b.mcap").read_bytes()
+    with pytest.raises(ConfigError, match="closed"):
+        writer.set_custom_data("system", "cartpole")
+    assert read()["rosbag2_bagfile_information"]["custom_data"]["complete"] == "true"
 
 
 def test_offline_reevaluation_with_other_constraints(tmp_path: Path) -> None:

@@ -70,23 +70,88 @@ def _run_bench(name: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_adapter_benches_write_their_records(tmp_path: Path) -> None:
     pytest.importorskip("torch")
+    from safe_ctrl_ros.learning.memory import RULE
+
     mem = tmp_path / "mem.json"
-    _run_bench("adapter_memory.py", "--depths", "2", "4", "--widths", "8", "--batches", "4", "--no-plot",
-               "--out", str(mem))
-    records = json.loads(mem.read_text())
-    assert {r["method"] for r in records} == {"qzo_ff", "fg_fp32", "bp"}
+    _run_bench("adapter_memory.py", "--depths", "3", "8", "--widths", "32", "--batches", "32", "--no-plot",
+               "--no-flagship", "--out", str(mem))
+    records = read_records(mem)
+    data = json.loads(mem.read_text())
+    assert data["rule"] == RULE
+    assert [(r["method"], r["depth"]) for r in records] == [(m, d) for d in (3, 8) for m in ("qzo_ff", "fg_fp32", "bp")]
     assert all(set(r) == {"method", "depth", "width", "batch", "extra_bytes"} for r in records)
+    extra = {(r["method"], r["depth"]): r["extra_bytes"] for r in records}
+    assert extra["qzo_ff", 8] == pytest.approx(extra["qzo_ff", 3], rel=0.05)  # flat in depth
+    assert extra["bp", 8] > 3 * extra["bp", 3]  # autograd saves every layer's activations
+    assert extra["fg_fp32", 8] > 3 * extra["fg_fp32", 3]  # a perturbed copy of every weight
+    ratios = {r["depth"]: r["bp_over_qzo_ff"] for r in data["summaries"]["bp_over_qzo_ff"]}
+    assert ratios == {d: pytest.approx(extra["bp", d] / extra["qzo_ff", d]) for d in (3, 8)}
+
+
+def test_adapter_accuracy_writes_per_seed_records_and_summaries(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
     acc = tmp_path / "acc.json"
-    _run_bench("adapter_accuracy.py", "--steps", "20", "--bp-steps", "10", "--episodes", "2", "--variants",
-               "qzo_ff", "fg_fp32", "bp", "--out", str(acc))
-    records = json.loads(acc.read_text())
-    assert [r["method"] for r in records] == ["qzo_ff", "fg_fp32", "bp"]
+    _run_bench("adapter_accuracy.py", "--quick", "--steps", "20", "--bp-steps", "10", "--variants", "qzo_ff",
+               "fg_fp32", "bp", "--bp-lrs", "1e-3", "1e-2", "--out", str(acc))
+    data = json.loads(acc.read_text())
+    records = data["records"]
+    assert data["seeds"] == [0, 1]
+    assert {"passes", "bp_steps", "bp_lrs", "episodes", "model_sha256"} <= set(data["settings"])
+    methods = ("qzo_ff", "fg_fp32", "bp", "bp")
+    assert [(r["seed"], r["method"]) for r in records] == [(s, m) for s in (0, 1) for m in methods]
     assert all(r["forward_passes"] > 0 and r["final_val_loss"] > 0 for r in records)
+    # The seed reaches every component: other data, split, batches and perturbations per seed.
+    d0, d1 = data["data"]
+    assert all(d0["seeds"][k] != d1["seeds"][k] for k in ("data", "split", "batches", "perturbations"))
+    assert d0["pretrained_val_loss"] != d1["pretrained_val_loss"]
+    by = {(r["seed"], r["variant"], r["options"]["lr"]): r for r in records}
+    assert by[0, "qzo_ff", 0.01]["final_val_loss"] != by[1, "qzo_ff", 0.01]["final_val_loss"]
+    # The summaries are over the per-seed records; backprop's lr is the best on average.
+    qzo = [by[s, "qzo_ff", 0.01]["final_val_loss"] for s in (0, 1)]
+    summary = data["summaries"]["qzo_ff"]["final_val_loss"]
+    assert summary["n"] == 2
+    assert summary["mean"] == pytest.approx(sum(qzo) / 2, rel=1e-12)
+    assert summary["worst"] == max(qzo)
+    assert summary["ci95_low"] < summary["mean"] < summary["ci95_high"]
+    means = {lr: sum(by[s, "bp", lr]["final_val_loss"] for s in (0, 1)) / 2 for lr in (1e-3, 1e-2)}
+    assert data["bp_lr"] == min(means, key=means.__getitem__)
+    bp = [by[s, "bp", data["bp_lr"]]["final_val_loss"] for s in (0, 1)]
+    assert data["summaries"]["bp"]["final_val_loss"]["mean"] == pytest.approx(means[data["bp_lr"]], rel=1e-12)
+    ratios = data["paired"]["qzo_ff_over_bp"]["per_seed"]
+    assert ratios == pytest.approx([a / b for a, b in zip(qzo, bp, strict=True)], rel=1e-12)
+    assert data["paired"]["qzo_ff_over_bp"]["mean"] == pytest.approx(sum(ratios) / 2, rel=1e-12)
+
+
+def test_adapter_closed_loop_writes_per_seed_records_and_summaries(tmp_path: Path) -> None:
     loop = tmp_path / "loop.json"
-    _run_bench("adapter_closed_loop.py", "--seconds", "1.0", "--variants", "nominal", "qzo_ff", "--out", str(loop))
-    records = json.loads(loop.read_text())
-    assert [r["variant"] for r in records] == ["nominal", "qzo_ff"]
-    assert all({"rmse_last_10s", "violation_steps", "p99_solve_ms"} <= set(r) for r in records)
+    _run_bench("adapter_closed_loop.py", "--quick", "--variants", "nominal", "qzo_ff", "--out", str(loop))
+    data = json.loads(loop.read_text())
+    records = data["records"]
+    assert data["seeds"] == [0, 1]
+    assert data["nmpc"]["solver"] == "rti_hpipm"
+    assert data["nmpc"]["horizon"] > 0
+    assert data["adapter"]["configs"]["qzo_ff"]["trainer"]["eps"] > 0
+    assert [(r["seed"], r["variant"]) for r in records] == [(s, v) for s in (0, 1) for v in ("nominal", "qzo_ff")]
+    assert all({"rmse_last_10s", "violation_steps", "p99_solve_ms", "versions"} <= set(r) for r in records)
+    by = {(r["seed"], r["variant"]): r for r in records}
+    # The seed drives the wind: the unadapted loop flies differently per seed.
+    assert by[0, "nominal"]["rmse_last_10s"] != by[1, "nominal"]["rmse_last_10s"]
+    assert by[0, "qzo_ff"]["versions"] > 0
+    for variant in ("nominal", "qzo_ff"):
+        values = [by[s, variant]["rmse_last_10s"] for s in (0, 1)]
+        summary = data["summaries"][variant]["rmse_last_10s"]
+        assert summary["mean"] == pytest.approx(sum(values) / 2, rel=1e-12)
+        assert summary["worst"] == max(values)
+    ratios = [by[s, "qzo_ff"]["rmse_last_10s"] / by[s, "nominal"]["rmse_last_10s"] for s in (0, 1)]
+    assert data["paired"]["qzo_ff_over_nominal"]["per_seed"] == pytest.approx(ratios, rel=1e-12)
+    assert data["cut"]["qzo_ff"]["per_seed"] == pytest.approx([1 - r for r in ratios], rel=1e-12)
+    # Without wind, the seed still drives the adapter (its batches and perturbations) and nothing else.
+    calm = tmp_path / "calm.json"
+    _run_bench("adapter_closed_loop.py", "--quick", "--wind", "0", "--variants", "nominal", "qzo_ff",
+               "--out", str(calm))
+    by = {(r["seed"], r["variant"]): r for r in json.loads(calm.read_text())["records"]}
+    assert by[0, "nominal"]["rmse_last_10s"] == by[1, "nominal"]["rmse_last_10s"]
+    assert by[0, "qzo_ff"]["rmse_last_10s"] != by[1, "qzo_ff"]["rmse_last_10s"]
 
 
 def test_load_writes_its_records(tmp_path: Path) -> None:

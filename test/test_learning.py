@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import int_reference
 from safe_ctrl_ros.control import ResidualSpec
 from safe_ctrl_ros.control.residual import dequantize
 from safe_ctrl_ros.errors import ConfigError
@@ -17,11 +18,13 @@ from safe_ctrl_ros.learning import (
     Fp32ForwardGradient,
     QuantizedMLP,
     QzoFfTrainer,
+    fixed_point,
     normalized_mse,
 )
 from safe_ctrl_ros.learning.fixed_point import W_LIMIT, quantize_multiplier
 
 SPEC = ResidualSpec(4, 1, hidden=(16, 16), activation="relu")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def problem(seed: int = 0, n: int = 400) -> tuple[Batch, QuantizedMLP, np.ndarray]:
@@ -42,6 +45,123 @@ def test_integer_forward_matches_float_within_the_documented_bound() -> None:
     assert np.all(gap <= bound)
     assert gap.max() > 0  # really integer arithmetic
     assert np.mean(gap) < 0.02 * np.std(ff)  # and close in practice
+
+
+def crafted(spec: ResidualSpec, layers: list[tuple[list[list[int]], list[int]]], scales: list[float],
+            a_scale: list[float]) -> QuantizedMLP:
+    """A model from hand-picked integer tensors and scales (W_1, b_1, W_2, ...)."""
+    flat = [v for w, b in layers for v in [*np.asarray(w).reshape(-1).tolist(), *b]]
+    return QuantizedMLP.from_update(spec, np.array(flat, dtype=np.int16), scales, a_scale)
+
+
+def pinned(q: QuantizedMLP, rows: list[list[float]], nx: int) -> np.ndarray:
+    """forward_int on rows of [x; u], checked bit for bit against the plain-int reference."""
+    xu = np.array(rows, dtype=np.float64)
+    out = q.forward_int(xu[:, :nx], xu[:, nx:])
+    expected = np.array(int_reference.forward_net(q, xu[:, :nx], xu[:, nx:]))
+    np.testing.assert_array_equal(out, expected)
+    return out
+
+
+def test_integer_pass_rounds_ties_as_documented() -> None:
+    """Inputs and biases round half to even, requantization rounds half up (by hand, and pinned)."""
+    spec = ResidualSpec(1, 1, hidden=(3,), activation="relu")
+    # Layer 1: acc_scale 0.5, bias b * 0.75 / 0.5 = 1.5 b (ties for odd b), m = 0.5 / 1 (ties for odd acc).
+    q = crafted(spec, [([[1, 0], [0, 1], [1, 1]], [1, -1, 3]), ([[1, 2, 4]], [0])], [0.5, 0.75, 1.0, 1.0], [1.0, 1.0])
+    assert quantize_multiplier(0.5) == (2**30, 31)
+    out = pinned(q, [[2.5, 0.5], [3.0, -1.5], [0.0, 0.0], [-2.5, 3.5]], 1)
+    # [2.5, 0.5] -> a = [2, 0]; acc = [4, -2, 6] -> [2, 0, 3] -> 2 + 12 = 14 (ties up: 19).
+    # [3, -1.5] -> a = [3, -2]; acc = [5, -4, 5] -> [3, 0, 3] (2.5 rounds up) -> 15 (to even: 10).
+    # [0, 0]: the biases alone, [2, -2, 4] (1.5, -1.5, 4.5 to even) -> [1, 0, 2] -> 9 (half up: 13).
+    # [-2.5, 3.5] -> a = [-2, 4]; acc = [0, 2, 6] -> [0, 1, 3] -> 14.
+    np.testing.assert_array_equal(out, [[14.0], [15.0], [9.0], [14.0]])
+    assert not np.array_equal(out, q.forward_float([[2.5], [3.0], [0.0], [-2.5]], [[0.5], [-1.5], [0.0], [3.5]]))
+
+
+def test_integer_pass_saturates_int8_activations_and_takes_the_whole_int16_range() -> None:
+    spec = ResidualSpec(1, 1, hidden=(3,), activation="relu")
+    # Unit scales: the hidden activation is the accumulator itself, saturated to [0, 127].
+    q = crafted(spec, [([[32767, 0], [0, -32768], [0, -1]], [0, 0, -1]), ([[1, 1, 1]], [0])],
+                [1.0, 1.0, 1.0, 1.0], [1.0, 1.0])
+    out = pinned(q, [[1000.0, -1000.0], [-1000.0, 1000.0], [0.6, -0.5]], 1)
+    # [1000, -1000] -> a = [127, -127] (not -128); acc = [4161409, 4161536, 126] -> [127, 127, 126] -> 380.
+    # [-1000, 1000] -> acc all negative -> ReLU 0.  [0.6, -0.5] -> a = [1, 0]; acc = [32767, 0, -1] -> 127.
+    np.testing.assert_array_equal(out, [[380.0], [0.0], [127.0]])
+
+
+def test_integer_accumulator_saturates_at_int32_and_never_wraps() -> None:
+    """600 inputs of 127 x 32767 sum to 2.5e9 > 2^31: the accumulator saturates (a wrap would flip
+    its sign); a bias beyond int32 is saturated where it is converted (an NPU stores it as int32)."""
+    spec = ResidualSpec(2, 598, hidden=(), activation="relu")  # one (output) layer, 600 inputs
+    w_max = [32767] * 600
+    w_min_half = [-32768] * 300 + [0] * 300
+    q = crafted(spec, [([w_max, w_min_half], [0, 32767])], [1.0, 1e6], [1.0])
+    ones = [[1000.0] * 600, [-1000.0] * 600]
+    out = pinned(q, ones, 2)
+    # Output 0: +-600 * 127 * 32767 saturated. Output 1: the bias 3.3e10 saturated to 2^31 - 1 first,
+    # then -/+ 300 * 127 * 32768 (within int32).
+    np.testing.assert_array_equal(out, [[2**31 - 1, 2**31 - 1 - 1248460800], [-(2**31), 2**31 - 1]])
+    # In a hidden layer the saturated accumulator is requantized: m = 1 / 2^25 gives
+    # (2^31 - 1) / 2^25 = 63.99997 -> 64 (unsaturated 74, wrapped 0).
+    spec = ResidualSpec(1, 599, hidden=(1,), activation="relu")
+    q = crafted(spec, [([[32767] * 600], [0]), ([[1]], [0])], [1.0, 1.0, 1.0, 1.0], [1.0, 2.0**25])
+    out = pinned(q, [[1000.0] * 600], 1)
+    np.testing.assert_array_equal(out, [[64.0 * 2**25]])
+
+
+def test_integer_pass_is_the_documented_arithmetic_bit_for_bit() -> None:
+    """Random and pretrained networks, inside and far outside the calibrated input range."""
+    from safe_ctrl_ros.learning.model_file import load_model
+
+    data, q, _ = problem()
+    xu = np.hstack([data.x, data.u])
+    pinned(q, xu.tolist(), 4)
+    pinned(q, (5.0 * xu[:100]).tolist(), 4)  # saturating inputs
+    net = load_model(REPO / "config" / "models" / "quadrotor_2d_residual.npz").net
+    rng = np.random.default_rng(11)
+    rows = np.hstack([rng.normal(0, 0.5, (200, 6)), rng.uniform(0.03, 0.3, (200, 2))])
+    out = pinned(net, rows.tolist(), 6)
+    assert np.abs(out).max() > 0
+
+
+def test_cached_layer_constants_follow_in_place_changes() -> None:
+    """The bias in accumulator units and the multipliers are computed once, yet follow a trainer's
+    in-place change of the integer tensors and the adapter's change of the scales."""
+    data, q, _ = problem()
+    x, u = data.x[:50], data.u[:50]
+    calls: list[float] = []
+    original = fixed_point.quantize_multiplier
+
+    def counting(m: float) -> tuple[int, int]:
+        calls.append(m)
+        return original(m)
+
+    before = q.forward_int(x, u)
+    converted = [c.bias_acc for c in q._constants]  # type: ignore[union-attr]
+    fixed_point.quantize_multiplier = counting  # type: ignore[assignment]
+    try:
+        for _ in range(3):
+            np.testing.assert_array_equal(q.forward_int(x, u), before)
+        assert calls == []  # the multipliers were computed at construction
+        assert all(c.bias_acc is b for c, b in zip(q._constants, converted, strict=True))  # type: ignore[union-attr]
+        b1, w2 = q.tensors()[1], q.tensors()[2]
+        b1 += 40  # in place, as QzoFfTrainer perturbs
+        w2[0, :] -= 9
+        changed = q.forward_int(x, u)
+        assert not np.array_equal(changed, before)
+        np.testing.assert_array_equal(changed, int_reference.forward_net(q, x, u))
+        assert calls == []  # a weight change needs no new multiplier
+        q.b_scale[0] *= 1.5  # in place, as the adapter requantizes
+        q.a_scale[1] *= 0.75
+        np.testing.assert_array_equal(q.forward_int(x, u), int_reference.forward_net(q, x, u))
+        assert len(calls) == 2  # the two layers whose scales changed (layer 1 out, layer 2 in)
+        q.b_scale[0] /= 1.5
+        q.a_scale[1] /= 0.75
+        b1 -= 40
+        w2[0, :] += 9
+        np.testing.assert_array_equal(q.forward_int(x, u), before)
+    finally:
+        fixed_point.quantize_multiplier = original  # type: ignore[assignment]
 
 
 def test_weights_are_int16_and_activations_int8_scaled() -> None:

@@ -42,10 +42,9 @@ def test_killed_nodes_are_reported_respawned_and_the_loop_resumes(tmp_path: Path
     assert s["terminated"] == ""  # the episode ran to its end
     assert s["steps"] == 600
     assert s["safe_command_steps"] > 0  # the control path was down: hover thrust was applied
-    assert "safe command" in out
-    assert "commands are back" in out  # and the respawned controller took over again
-    print(f"safe-command steps {s['safe_command_steps']}; watchdog lines: "
-          + " / ".join(line[-110:] for line in out.splitlines() if "safe command" in line or "are back" in line))
+    # and every time the watchdog engaged, the respawned node brought the commands back
+    assert s["watchdog_releases"] == s["watchdog_engagements"]
+    print(f"safe-command steps {s['safe_command_steps']}; watchdog engaged {s['watchdog_engagements']} time(s)")
     final = s["final_state"]
     assert abs(final["z"] - 1.0) < 0.1  # still hovering near its goal
     run = load_run(bag)

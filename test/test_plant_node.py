@@ -70,8 +70,7 @@ def test_external_wrench_pushes_the_cart(ros_context: object, executor: SingleTh
         plant.stop()
     final = ctrl.states[-1][1]
     assert final[1] > 0.1  # the cart was pushed along +x
-    assert final[2] != 0.0  # and the pole started to turn
-    assert "ignoring ['tz']" in plant.output
+    assert final[2] != 0.0  # and the pole started to turn (tz, not modelled, is ignored: test_plant_loop.py)
 
 
 def _set_param(node: AnsweringController, executor: SingleThreadedExecutor, ns: str, name: str, value: float) -> object:
@@ -103,6 +102,9 @@ def test_inertial_parameters_change_at_run_time_with_validation(
         bad = _set_param(ctrl, executor, "mass", "model.mass", -1.0)
         assert not bad.successful
         assert "mass" in bad.reason
+        fixed = _set_param(ctrl, executor, "mass", "dt", 0.01)  # read only: only model.* change at run time
+        assert not fixed.successful
+        assert "read-only" in fixed.reason
         good = _set_param(ctrl, executor, "mass", "model.mass", 0.027 * 1.3)
         assert good.successful, good.reason
         n = len(ctrl.states)
@@ -177,7 +179,6 @@ def test_real_time_mode_steps_on_wall_time(
     assert timing["latency_ms"]["count"] >= timing["checked_steps"] - timing["deadline_misses"] > 0
     assert 0 < timing["latency_ms"]["p50"] <= timing["latency_ms"]["p99"] <= timing["latency_ms"]["max"]
     assert timing["jitter_ms"]["count"] == 25
-    assert "command latency p50" in plant.output
     def mine() -> list[DiagnosticStatus]:
         return [s for d in diags for s in d.status if s.name == "/rt/plant: loop timing"]
 
@@ -216,7 +217,7 @@ def test_actuator_guard_clips_rejects_and_reports(
     ros_context: object, executor: SingleThreadedExecutor, tmp_path: Path
 ) -> None:
     """Out-of-bounds commands are clipped, non-finite ones rejected (the state then times out onto the
-    safe command); each is counted and logged."""
+    safe command, and the next good command releases the watchdog); each is counted."""
 
     def command(k: int, _x: np.ndarray) -> np.ndarray:
         return np.array([1e3]) if k % 3 == 1 else np.array([np.nan]) if k % 3 == 2 else np.array([0.1])
@@ -237,5 +238,4 @@ def test_actuator_guard_clips_rejects_and_reports(
     assert s["clipped_commands"] == 3
     assert s["rejected_commands"] == 3
     assert s["safe_command_steps"] == 3
-    assert "clipped command [1000.0] to the input bounds" in plant.output
-    assert "rejected command [nan]" in plant.output
+    assert s["watchdog_engagements"] == s["watchdog_releases"] == 3  # each NaN's state, then the next good one

@@ -21,6 +21,7 @@ def record(tmp_path: Path, name: str, *args: str) -> Path:
                    "duration:=3.0", *args, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "asked the plant to start" in done.stdout
+    assert f"system: cartpole (parameter 'system' of /{name}/plant)" in done.stdout
     return bag
 
 
@@ -38,10 +39,16 @@ def test_recorded_bags_hold_every_topic_and_report_the_known_violation(tmp_path:
     }
     for suffix, kind in expected.items():
         assert run.topics[f"/pushed/{suffix}"][0] == f"safe_ctrl_ros/msg/{kind}"
-    assert run.topics["/clock"][0] == "rosgraph_msgs/msg/Clock"
+    assert run.topics["/pushed/clock"][0] == "rosgraph_msgs/msg/Clock"  # the loop's own clock
+    assert "/clock" not in run.topics
     assert run.topics["/pushed/plant/wrench"][0] == "geometry_msgs/msg/WrenchStamped"
     assert len(run.states) == 151  # every state of the 3 s episode, from t = 0
+    # The bag names its system (asked from the plant), so the report needs no guess.
+    assert (run.system, run.system_note) == ("cartpole", "")
     a, b = metrics(run), metrics(load_run(calm))
+    assert a["system"] == "cartpole"
+    assert a["units"]["tracking_rmse"] == "m"
+    assert a["angle_rmse"] is not None  # the pole angle, in rad, apart from the cart position
     assert a["first_violation_time"] == pytest.approx(2.02)
     assert a["violation_steps"] > 0
     assert [e["phase"] for e in a["disturbance_events"]] == ["start", "end"]
@@ -118,8 +125,42 @@ def test_a_killed_recorder_leaves_a_readable_bag(tmp_path: Path) -> None:
     assert "episode finished: 300 steps" in out
     run = load_run(bag)
     assert run.complete is False
+    assert (run.system, run.system_note) == ("cartpole", "")  # metadata.yaml named it before the kill
     times = [t for t, _ in run.states]
     assert times[0] == 0.0
     assert len(times) >= 100  # everything up to the kill (>= 2 s of sim), less the last flush
     assert times == pytest.approx([k * 0.02 for k in range(len(times))])  # a gap-free prefix
     assert metrics(run)["recording_complete"] is False
+
+
+def test_the_recorders_system_parameter(tmp_path: Path) -> None:
+    """`system` set on the recorder is in the bag from its first metadata.yaml on; an unknown name
+    stops the recorder with the reason (exit code 2) before it creates the bag."""
+    import subprocess
+    import time
+
+    import yaml
+
+    from helpers.ros import executable
+
+    bad = subprocess.run([*executable("recorder"), "--ros-args", "-p", f"output:={tmp_path / 'bad'}",
+                          "-p", "system:=cartpoll"], capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == 2
+    assert "unknown system 'cartpoll'" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+    bag = tmp_path / "given"
+    proc = subprocess.Popen([*executable("recorder"), "--ros-args", "-r", "__ns:=/given", "-p", f"output:={bag}",
+                             "-p", "system:=quadrotor_2d"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30.0
+        while not (bag / "metadata.yaml").is_file() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        custom = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]["custom_data"]
+        assert custom["system"] == "quadrotor_2d"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    custom = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]["custom_data"]
+    assert (custom["system"], custom["complete"]) == ("quadrotor_2d", "true")  # the closed bag keeps it
+    assert load_run(bag).system == "quadrotor_2d"

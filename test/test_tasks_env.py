@@ -56,6 +56,63 @@ def test_task_maps_the_plane_onto_the_state() -> None:
         make_task(model, {"kind": "spiral"})
 
 
+@pytest.mark.parametrize(
+    ("name", "positions", "angles"),
+    [("cartpole", ["x"], ["theta"]), ("quadrotor_1d", ["z"], []), ("quadrotor_2d", ["x", "z"], ["theta"]),
+     ("quadrotor_3d", ["x", "y", "z"], ["phi", "theta", "psi"])],
+)
+def test_each_system_declares_its_positions_and_angles(name: str, positions: list[str], angles: list[str]) -> None:
+    model = systems.make(name)
+    assert list(model.position_names) == positions
+    assert list(model.position_axes) == positions  # each position is named after its world axis
+    assert [model.state_names[i] for i in model.velocity_indices] == [f"{p}_dot" for p in positions]
+    assert list(model.angle_names) == angles
+    assert systems.with_state_size(model.nx) == [name]  # a state size names one system (old bags)
+
+
+def test_position_and_angle_errors_are_apart_and_in_their_units() -> None:
+    cart = systems.make("cartpole")
+    x, ref = np.array([0.3, 9.0, 0.1, 9.0]), np.zeros(4)
+    assert systems.position_error(cart, x, ref) == pytest.approx(0.3)  # the cart alone (m)
+    assert systems.angle_error(cart, x, ref) == pytest.approx(0.1)  # the pole alone (rad)
+    quad = systems.make("quadrotor_3d")
+    x = np.zeros(12)
+    x[[0, 2, 4]] = [3.0, 4.0, 12.0]
+    x[[6, 7, 8]] = [0.0, 0.0, 3.0]
+    ref = np.zeros(12)
+    ref[8] = -3.0  # psi: 6 rad apart, i.e. 2 pi - 6 the short way round
+    assert systems.position_error(quad, x, ref) == pytest.approx(13.0)
+    assert systems.angle_error(quad, x, ref) == pytest.approx(2 * np.pi - 6.0)
+    rows = np.stack([x, ref])
+    np.testing.assert_allclose(systems.position_error(quad, rows, ref), [13.0, 0.0])  # one per row
+    assert systems.angle_error(systems.make("quadrotor_1d"), [1.0, 0.0], [0.0, 0.0]) == 0.0  # no angles
+    with pytest.raises(ConfigError, match="12 entries"):
+        systems.position_error(quad, np.zeros(6), np.zeros(6))
+
+
+def test_tasks_put_the_trajectory_where_the_model_declares_its_positions() -> None:
+    import dataclasses
+
+    spec = {"kind": "circle", "scale": 0.5, "length": 4.0, "plane": "xy", "offset": [0.2, -0.1]}
+    quad = systems.make("quadrotor_3d")
+    x_ref, _ = make_task(quad, spec).reference([0.0, 1.0])
+    pos, vel = Trajectory("circle", 0.5, 4.0, plane="xy", offset=(0.2, -0.1)).sample([0.0, 1.0])
+    np.testing.assert_array_equal(x_ref[:, [0, 2]], pos[:, :2])
+    np.testing.assert_array_equal(x_ref[:, [1, 3]], vel[:, :2])
+    np.testing.assert_array_equal(x_ref[:, 4:], 0.0)
+    # The same model declaring its axes in another order: the reference follows the declaration.
+    shuffled = dataclasses.replace(quad, position_axes=("z", "y", "x"), position_indices=(4, 2, 0),
+                                   velocity_indices=(5, 3, 1))
+    np.testing.assert_array_equal(make_task(shuffled, spec).reference([0.0, 1.0])[0], x_ref)
+    with pytest.raises(ConfigError, match="one entry per axis"):
+        dataclasses.replace(quad, position_indices=(0, 2))
+    with pytest.raises(ConfigError, match="different state entries"):
+        dataclasses.replace(quad, angle_indices=(6, 7, 4))
+    cart = systems.make("cartpole")
+    with pytest.raises(ConfigError, match="cartpole has no 'z' axis"):
+        make_task(cart, {"kind": "circle", "plane": "xz"})
+
+
 def test_env_episode_with_lqr() -> None:
     env = SafeControlEnv(
         "cartpole",

@@ -1,10 +1,16 @@
 """Run analysis from bags, without ROS: metrics, side-by-side tables, plots, offline re-evaluation.
 
     safe-ctrl-report BAG [BAG ...] [--markdown FILE] [--json FILE] [--plots DIR] [--constraints FILE]
+                     [--system NAME]
 
 A run's topics are found by their names' endings (`plant/state`, `plant/reference`, `plant/cmd`,
 `controller/status`, `constraint_monitor/status`, `disturbance/events`, `adapter/status`,
 `adapter/model`), so any namespace works. Types are read from the definitions embedded in the bag.
+The system (which state entries are positions in m and angles in rad) is the one the bag names
+(metadata.yaml `custom_data.system`, written by the recorder); a bag recorded before the recorder
+wrote it gets the system inferred from its state size, with a note saying so (`--system` overrides).
+Tracking errors: `tracking_rmse` is the position error in m (the cart-pole's cart x, the quadrotors'
+x, y, z), `angle_rmse` the angle error in rad (the pole angle, the quadrotors' attitude), apart.
 """
 
 from __future__ import annotations
@@ -18,13 +24,17 @@ from typing import Any
 
 import numpy as np
 
+from safe_ctrl_ros import systems
 from safe_ctrl_ros.bag.types import open_bag
 from safe_ctrl_ros.errors import ConfigError, read_yaml
 from safe_ctrl_ros.json_out import dumps
-from safe_ctrl_ros.systems.base import FloatArray
+from safe_ctrl_ros.systems.base import FloatArray, SymbolicModel, angle_error, position_error
 
-# State entries whose tracking error counts, by state size (cart-pole: x and theta).
-POSITION_DIMS = {2: [0], 4: [0, 2], 6: [0, 2], 12: [0, 2, 4]}
+# Units of the metrics whose names do not carry them (JSON rows hold them under "units").
+UNITS = {
+    "tracking_rmse": "m", "tracking_rmse_last_10s": "m", "angle_rmse": "rad", "angle_rmse_last_10s": "rad",
+    "first_violation_time": "s",
+}
 
 
 def _t(header: Any) -> float:
@@ -45,17 +55,24 @@ class Run:
     topics: dict[str, tuple[str, int]] = field(default_factory=dict)
     complete: bool | None = None  # False: the recorder was killed (the bag ends at its last flush)
     plant_health: dict[str, str] = field(default_factory=dict)  # the plant's last loop-timing diagnostics
+    system: str | None = None  # the recorded system (None: unknown, no position or angle metrics)
+    system_note: str = ""  # how the system was found, when the bag does not name it
+    model: SymbolicModel | None = field(default=None, repr=False)  # which entries are positions, angles
 
 
-def load_run(path: str | Path) -> Run:
+def load_run(path: str | Path, system: str | None = None) -> Run:
+    """Read a bag; `system` overrides the system the bag names (or the one inferred for old bags)."""
     bag = Path(path)
     run = Run(bag.name)
     meta = bag / "metadata.yaml"
+    recorded: str | None = None
     if meta.is_file():
         info = read_yaml(meta, "bag metadata") or {}
         custom = (info.get("rosbag2_bagfile_information") or {}).get("custom_data") or {}
         if "complete" in custom:
             run.complete = str(custom["complete"]).lower() == "true"
+        if custom.get("system"):
+            recorded = str(custom["system"])
     with open_bag(bag) as reader:
         for con in reader.connections:
             run.topics[con.topic] = (con.msgtype, con.msgcount)
@@ -87,32 +104,79 @@ def load_run(path: str | Path) -> Run:
                     if status.name.endswith("plant: loop timing"):
                         run.plant_health = {kv.key: kv.value for kv in status.values}
     run.states.sort(key=lambda s: s[0])
+    _find_system(run, recorded, system)
     return run
 
 
-def tracking_errors(run: Run) -> tuple[FloatArray, FloatArray]:
-    """Times and position errors |x - x_ref| over the states that have a reference."""
-    if not run.states:
+def _find_system(run: Run, recorded: str | None, given: str | None) -> None:
+    """Which system the run is: given, else named by the bag, else inferred from the state size."""
+    nx = run.states[0][1].size if run.states else None
+    name, how = (given, "given") if given else (recorded, "recorded in the bag")
+    if name is None:
+        if nx is None:
+            return  # no states: nothing to measure
+        found = systems.with_state_size(nx)
+        if len(found) != 1:
+            run.system_note = (f"the bag does not name its system and the state size {nx} fits "
+                               f"{', '.join(found) if found else 'no known system'}: no position or angle "
+                               f"errors (pass --system)")
+            return
+        name, how = found[0], "inferred"
+        run.system_note = (f"the bag does not name its system (recorded before the recorder wrote it, or by "
+                           f"another recorder): '{name}' inferred from the state size {nx}")
+    if name not in systems.SYSTEM_NAMES:
+        raise ConfigError(f"run '{run.name}': unknown system '{name}' ({how}); known systems: "
+                          f"{', '.join(systems.SYSTEM_NAMES)}")
+    model = systems.make(name)
+    if nx is not None and model.nx != nx:
+        raise ConfigError(f"run '{run.name}': system '{name}' ({how}) has {model.nx} states, "
+                          f"the bag's plant/state has {nx}")
+    run.system, run.model = name, model
+
+
+def _errors(run: Run, measure: Any) -> tuple[FloatArray, FloatArray]:
+    if run.model is None or not run.states:
         return np.zeros(0), np.zeros(0)
-    nx = run.states[0][1].size
-    dims = POSITION_DIMS.get(nx, list(range(nx)))
     refs = run.references
-    pairs = [(t, float(np.linalg.norm(x[dims] - refs[t][dims]))) for t, x in run.states if t in refs]
-    return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    pairs = [(t, x, refs[t]) for t, x in run.states if t in refs]
+    if not pairs:
+        return np.zeros(0), np.zeros(0)
+    t = np.array([p[0] for p in pairs])
+    err = np.asarray(measure(run.model, np.array([p[1] for p in pairs]), np.array([p[2] for p in pairs])))
+    return t, err
+
+
+def tracking_errors(run: Run) -> tuple[FloatArray, FloatArray]:
+    """Times and position errors in m (the model's position entries) over the states with a reference."""
+    return _errors(run, position_error)
+
+
+def angle_errors(run: Run) -> tuple[FloatArray, FloatArray]:
+    """Times and angle errors in rad (the model's angle entries, wrapped) over the states with a reference."""
+    return _errors(run, angle_error)
+
+
+def _rms(values: FloatArray) -> float:
+    return float(np.sqrt(np.mean(np.square(values))))
 
 
 def metrics(run: Run) -> dict[str, Any]:
-    out: dict[str, Any] = {"run": run.name, "steps": len(run.states)}
+    out: dict[str, Any] = {"run": run.name, "steps": len(run.states), "system": run.system}
+    if run.system_note:
+        out["system_note"] = run.system_note
     if run.complete is not None:
         out["recording_complete"] = run.complete
     if run.states:
         t = np.array([s[0] for s in run.states])
         out["sim_time_s"] = float(t[-1] - t[0])
-        err_t, errs = tracking_errors(run)
-        out["tracking_rmse"] = float(np.sqrt(np.mean(np.square(errs)))) if errs.size else None
-        if errs.size:
-            last = errs[err_t >= t[-1] - 10.0]
-            out["tracking_rmse_last_10s"] = float(np.sqrt(np.mean(np.square(last))))
+        # Positions (m) and angles (rad) apart: one number never adds metres and radians.
+        kinds = [("tracking_rmse", tracking_errors(run))]
+        if run.model is not None and run.model.angle_indices:
+            kinds.append(("angle_rmse", angle_errors(run)))
+        for key, (err_t, errs) in kinds:
+            out[key] = _rms(errs) if errs.size else None
+            if errs.size:
+                out[f"{key}_last_10s"] = _rms(errs[err_t >= t[-1] - 10.0])
     if run.commands:
         u = np.array([c[1] for c in run.commands])
         out["control_effort"] = float(np.mean(np.sum(u**2, axis=1)))
@@ -146,6 +210,7 @@ def metrics(run: Run) -> dict[str, Any]:
         out["adapter_updates"] = int(a.updates_accepted)
         out["adapter_val_loss"] = float(a.best_val_loss) if math.isfinite(a.best_val_loss) else None
         out["adapter_memory_bytes"] = int(a.training_memory_bytes)
+    out["units"] = {k: unit for k, unit in UNITS.items() if k in out}
     return out
 
 
@@ -172,8 +237,8 @@ def reevaluate(run: Run, constraints_file: str | Path) -> dict[str, Any]:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    keys = ["recording_complete", "steps", "sim_time_s", "tracking_rmse", "tracking_rmse_last_10s", "violation_steps",
-            "failed",
+    keys = ["system", "recording_complete", "steps", "sim_time_s", "tracking_rmse", "tracking_rmse_last_10s",
+            "angle_rmse", "angle_rmse_last_10s", "violation_steps", "failed",
             "first_violation_time", "worst_margin", "control_effort", "solve_ms_p50", "solve_ms_p99",
             "solve_ms_max", "fallback_steps", "loop_latency_p50_ms", "loop_latency_p99_ms", "loop_latency_max_ms",
             "loop_jitter_p99_ms", "loop_miss_rate", "missed_deadlines", "safe_command_steps", "clipped_commands",
@@ -189,7 +254,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         return str(v)
 
     lines = ["| metric | " + " | ".join(r["run"] for r in rows) + " |", "|---|" + "---:|" * len(rows)]
-    lines += [f"| {k} | " + " | ".join(fmt(r.get(k)) for r in rows) + " |" for k in keys]
+    lines += [f"| {k}{f' ({UNITS[k]})' if k in UNITS else ''} | " + " | ".join(fmt(r.get(k)) for r in rows) + " |"
+              for k in keys]
     events = [
         f"- {r['run']}: " + ", ".join(f"{e['name']} {e['phase']} at {e['t']:.2f} s" for e in r["disturbance_events"])
         for r in rows
@@ -197,6 +263,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     ]
     if events:
         lines += ["", "Disturbance events:", *events]
+    notes = [f"- {r['run']}: {r['system_note']}" for r in rows if r.get("system_note")]
+    if notes:
+        lines += ["", "Notes:", *notes]
     return "\n".join(lines) + "\n"
 
 
@@ -208,33 +277,43 @@ def plots(run: Run, directory: Path) -> list[Path]:
 
     directory.mkdir(parents=True, exist_ok=True)
     out = []
-    fig, axes = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
-    if run.states:
+    model = run.model
+    # Positions (m) and angles (rad) on panels of their own; a run of unknown system shows no states.
+    groups = [] if model is None else [("position (m)", model.position_indices)]
+    if model is not None and model.angle_indices:
+        groups.append(("angle (rad)", model.angle_indices))
+    fig, axes = plt.subplots(2 + max(len(groups), 1), 1, figsize=(9, 3 * (2 + max(len(groups), 1))), sharex=True)
+    if run.states and model is not None:
         t = np.array([s[0] for s in run.states])
         x = np.array([s[1] for s in run.states])
-        dims = POSITION_DIMS.get(x.shape[1], [0])
-        for d in dims:
-            axes[0].plot(t, x[:, d], label=f"x[{d}]")
-            ref_t = [ti for ti in t if ti in run.references]
-            if ref_t:
-                axes[0].plot(ref_t, [run.references[ti][d] for ti in ref_t], "--", label=f"x_ref[{d}]")
-        axes[0].legend(loc="upper right", fontsize=8)
-        axes[0].set_ylabel("state vs reference")
+        ref_t = [ti for ti in t if ti in run.references]
+        for ax, (label, dims) in zip(axes, groups, strict=False):
+            for d in dims:
+                name = model.state_names[d]
+                line = ax.plot(t, x[:, d], label=name)[0]
+                if ref_t:
+                    ax.plot(ref_t, [run.references[ti][d] for ti in ref_t], "--", color=line.get_color(),
+                            label=f"{name} reference")
+            ax.legend(loc="upper right", fontsize=8)
+            ax.set_ylabel(label)
+    elif run.states:
+        axes[0].set_ylabel("states: system unknown")
+    margin_ax, solve_ax = axes[-2], axes[-1]
     if run.monitor:
         tm = [_t(m.header) for m in run.monitor]
-        axes[1].plot(tm, [min(m.margins) if len(m.margins) else np.nan for m in run.monitor])
-        axes[1].axhline(0.0, color="r", lw=0.8)
-        axes[1].set_ylabel("smallest constraint margin")
+        margin_ax.plot(tm, [min(m.margins) if len(m.margins) else np.nan for m in run.monitor])
+        margin_ax.axhline(0.0, color="r", lw=0.8)
+        margin_ax.set_ylabel("smallest constraint margin")
     if run.controller:
-        axes[2].plot([_t(c.header) for c in run.controller], [c.solve_time_ms for c in run.controller], lw=0.6)
-        axes[2].set_ylabel("solve time (ms)")
+        solve_ax.plot([_t(c.header) for c in run.controller], [c.solve_time_ms for c in run.controller], lw=0.6)
+        solve_ax.set_ylabel("solve time (ms)")
     starts = {e.name: _t(e.header) for e in run.events if e.phase == "start"}
     for e in run.events:
         if e.phase == "end" and e.name in starts:
             for ax in axes:
                 ax.axvspan(starts[e.name], _t(e.header), color="orange", alpha=0.2)
-    axes[2].set_xlabel("t (s)")
-    fig.suptitle(run.name)
+    solve_ax.set_xlabel("t (s)")
+    fig.suptitle(run.name if run.system is None else f"{run.name} ({run.system})")
     fig.tight_layout()
     path = directory / f"{run.name}_overview.png"
     fig.savefig(path, dpi=90)
@@ -277,7 +356,8 @@ def comparison_plot(runs: list[Run], path: Path, title: str = "", window_s: floa
             if e.phase == "end" and e.name in starts:
                 ax.axvspan(starts[e.name], _t(e.header), color="orange", alpha=0.15)
     ax.set_xlabel("t (s)")
-    ax.set_ylabel("position error (m)")
+    names = {run.model.position_names for run in runs if run.model is not None}
+    ax.set_ylabel(f"position error (m): {', '.join(names.pop())}" if len(names) == 1 else "position error (m)")
     ax.set_title(title)
     ax.legend(loc="upper right")
     fig.tight_layout()
@@ -293,9 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the metrics as JSON")
     parser.add_argument("--plots", type=Path, help="write PNG plots into this folder")
     parser.add_argument("--constraints", type=Path, help="re-evaluate the runs under these constraints")
+    parser.add_argument("--system", choices=systems.SYSTEM_NAMES,
+                        help="the runs' system, for bags that do not name it (else inferred from the state size)")
     opts = parser.parse_args(argv)
     try:
-        runs = [load_run(b) for b in opts.bags]
+        runs = [load_run(b, opts.system) for b in opts.bags]
         rows = [metrics(r) for r in runs]
         if opts.constraints:
             for r, row in zip(runs, rows, strict=True):
@@ -303,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"safe-ctrl-report: error: {exc}", file=sys.stderr)
         return 2
+    for r in runs:
+        if r.system_note:
+            print(f"safe-ctrl-report: note: {r.name}: {r.system_note}", file=sys.stderr)
     table = markdown(rows)
     print(table)
     if opts.constraints:

@@ -6,7 +6,11 @@ re-serialization. A writer thread drains a queue, so a caller never waits on the
 metadata.yaml atomically (counts every `metadata_period` s, a new topic at once), so a recorder
 killed with SIGKILL leaves a bag that rosbags, `ros2 bag info` and Foxglove read, missing at most
 the last `flush_period`.
-`custom_data.complete` says whether the bag was closed (`'true'`) or interrupted (`'false'`).
+`custom_data.complete` says whether the bag was closed (`'true'`) or interrupted (`'false'`);
+`custom_data.system` names the recorded system (`set_custom_data`, e.g. `'cartpole'`), which
+`safe-ctrl-report` reads to know which state entries are positions and angles. rosbag2 keeps the
+same map (`ros2 bag record --custom-data key=value`); at close it is also in the MCAP file's
+`rosbag2` metadata record, as rosbag2's MCAP storage writes it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -26,12 +31,18 @@ from safe_ctrl_ros.bag.mcap_file import McapFile
 from safe_ctrl_ros.errors import ConfigError
 
 QosDict = dict[str, Any]
+RESERVED_CUSTOM = ("recorder", "complete")  # custom_data keys the writer sets itself
 
 
 class BagWriter:
     def __init__(
-        self, path: str | Path, store: Typestore, flush_period: float = 0.1, metadata_period: float = 1.0
+        self, path: str | Path, store: Typestore, flush_period: float = 0.1, metadata_period: float = 1.0,
+        custom_data: Mapping[str, str] | None = None,
     ) -> None:
+        self.custom_data: dict[str, str] = {}
+        for key, value in (custom_data or {}).items():
+            self._check_custom(key, value)
+            self.custom_data[key] = value
         self.path = Path(path)
         if self.path.exists():
             raise ConfigError(f"bag '{self.path}' already exists: choose another output")
@@ -47,6 +58,7 @@ class BagWriter:
         self._lock = threading.Lock()
         self._meta_lock = threading.Lock()
         self._dirty = True
+        self.closed = False
         self.count = 0
         self.errors: list[str] = []
         self._write_metadata(complete=False)
@@ -72,6 +84,24 @@ class BagWriter:
             # metadata.yaml names the topic before the file holds its channel: a reader matches the
             # file's channels against it, and a crash in between must not hide the topic.
         self._write_metadata(complete=False)
+
+    @staticmethod
+    def _check_custom(key: str, value: str) -> None:
+        if key in RESERVED_CUSTOM:
+            raise ConfigError(f"bag custom data '{key}' is the writer's own ({', '.join(RESERVED_CUSTOM)})")
+        if not isinstance(key, str) or not key or not isinstance(value, str):
+            raise ConfigError(f"bag custom data must map names to strings, got {key!r}: {value!r}")
+
+    def set_custom_data(self, key: str, value: str) -> None:
+        """Add or change one entry of the bag's `custom_data` (metadata.yaml is rewritten at once)."""
+        self._check_custom(key, value)
+        with self._meta_lock:
+            if self.closed:
+                raise ConfigError(f"bag '{self.path}' is closed: custom data '{key}' comes too late")
+            with self._lock:
+                self.custom_data[key] = value
+                text = self._metadata_text(complete=False)
+            _replace(self.path / "metadata.yaml", text)
 
     def write(self, topic: str, stamp_ns: int, data: bytes) -> None:
         """Queue one serialized message (non-blocking)."""
@@ -121,9 +151,12 @@ class BagWriter:
                 text = self._metadata_text(complete=True)
                 self.file.close({"rosbag2": {"serialized_metadata": text}})
             _replace(self.path / "metadata.yaml", text)
+            self.closed = True
 
     def _write_metadata(self, complete: bool) -> None:
         with self._meta_lock:  # writes land in the order their contents were taken
+            if self.closed:  # the final metadata.yaml stays
+                return
             with self._lock:
                 text = self._metadata_text(complete)
             _replace(self.path / "metadata.yaml", text)
@@ -165,7 +198,9 @@ class BagWriter:
                     "message_count": total,
                 }
             ],
-            "custom_data": {"recorder": "safe_ctrl_ros", "complete": "true" if complete else "false"},
+            "custom_data": {
+                "recorder": "safe_ctrl_ros", **self.custom_data, "complete": "true" if complete else "false"
+            },
             "ros_distro": os.environ.get("ROS_DISTRO", "kilted"),
         }
         return _dump({"rosbag2_bagfile_information": info})

@@ -111,7 +111,7 @@ def table(rows: list[dict[str, Any]], labels: dict[str, str]) -> str:
 
     lines = [
         "| variant | RMSE last 10 s (m) | RMSE all (m) | violation steps | p99 solve (ms) | fallback steps "
-        "| model updates | training memory (KiB) |",
+        "| model updates | training memory above inference (KiB) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:

@@ -17,7 +17,9 @@ rebuild. The cost is quadratic, so the SQP solvers use its constant Hessian (Gau
 Solvers (docs/CONTROLLERS.md has the measured timings):
 - rti_hpipm (default): Gauss-Newton real-time iteration as one CasADi function: linearize at the
   shifted previous solution, solve the stage-structured QP with HPIPM, take the full step
-  (`sqp_iterations` such steps per call). One call from Python, none of nlpsol's bookkeeping;
+  (`sqp_iterations` such steps per call; with `sqp_tol` > 0 it stops early once a step's largest
+  entry is at most sqp_tol: Gauss-Newton SQP to convergence). One call from Python, none of
+  nlpsol's bookkeeping;
 - sqp_hpipm: CasADi's sqpmethod with HPIPM (the same iteration through nlpsol, with its line search
   when sqp_iterations > 1);  sqp_qrqp: sqpmethod with CasADi's active-set qrqp;  fatrop;
   ipopt (interior point, to convergence).
@@ -61,6 +63,14 @@ class NmpcConfig:
     P: Any = None  # terminal weight; None = the LQR cost-to-go (discrete Riccati solution) at the goal
     solver: str = "rti_hpipm"
     sqp_iterations: int = 1  # 1 = real-time iteration
+    # rti_hpipm only: stop iterating once the full step's largest entry |d|_inf <= sqp_tol (then
+    # sqp_iterations is the most it takes); 0 = always take sqp_iterations steps.
+    sqp_tol: float = 0.0
+    # Warm start the multipliers with the previous ones shifted by one stage, like the primal
+    # solution (x_0 = x0's multiplier from the first gap's: the costate). Off by default: the
+    # built-in solvers either ignore them (HPIPM cold-starts) or were tuned without; ipopt uses them
+    # only with warm_start_init_point (bench/mpc_solve.py's converged group does that).
+    shift_duals: bool = False
     rk4_substeps: int = 1
     slack_l1: float = 1000.0
     slack_l2: float = 1000.0
@@ -78,6 +88,11 @@ class NmpcConfig:
             raise ConfigError(f"nmpc solver must be one of {SOLVERS}, got '{self.solver}'")
         if self.sqp_iterations < 1 or self.rk4_substeps < 1:
             raise ConfigError("nmpc sqp_iterations and rk4_substeps must be >= 1")
+        if not (np.isfinite(self.sqp_tol) and self.sqp_tol >= 0):
+            raise ConfigError(f"nmpc sqp_tol must be >= 0, got {self.sqp_tol}")
+        if self.sqp_tol > 0 and self.solver != "rti_hpipm":
+            raise ConfigError(f"nmpc sqp_tol is for rti_hpipm (the other solvers take their own tolerance "
+                              f"options), got solver '{self.solver}'")
         if self.slack_l1 < 0 or self.slack_l2 < 0:
             raise ConfigError("nmpc slack penalties must be >= 0")
         if not (np.isfinite(self.constraint_backoff) and self.constraint_backoff >= 0):
@@ -95,6 +110,9 @@ class NmpcResult:
     solve_time_s: float
     cost: float
     max_slack: float
+    # rti_hpipm with sqp_tol > 0: the largest entry of the last full step taken (converged if
+    # <= sqp_tol); NaN otherwise.
+    step_norm: float = float("nan")
 
 
 class _Iterate(NamedTuple):
@@ -108,6 +126,7 @@ class _Iterate(NamedTuple):
     status: str
     ok: bool
     iterations: int
+    step_norm: float = float("nan")
 
 
 def _constraint_expr(c: Constraint, x: ca.SX, u: ca.SX) -> ca.SX:
@@ -320,6 +339,8 @@ class Nmpc:
         lam_x: Any = lam_x0
         lam_g: Any = lam_g0
         lbw, ubw, lbg, ubg = (ca.DM(v) for v in (self.lbw, self.ubw, self.lbg, self.ubg))
+        if self.cfg.sqp_tol > 0 and self.cfg.sqp_iterations > 1:
+            return self._make_gauss_newton(w0, p, lam_x0, lam_g0, lin, qp, h, (lbw, ubw, lbg, ubg))
         for _ in range(self.cfg.sqp_iterations):
             g, a, grad_k = lin(w, p)
             sol = qp(h=h, g=grad_k, a=a, lba=lbg - g, uba=ubg - g, lbx=lbw - w, ubx=ubw - w, lam_x0=lam_x, lam_a0=lam_g)
@@ -327,6 +348,31 @@ class Nmpc:
         linear, gap = self._check(w, p)
         info = ca.vertcat(self._cost_fn(w, p), linear, gap)
         return ca.Function("rti", [w0, p, lam_x0, lam_g0], [w, lam_x, lam_g, info])
+
+    def _make_gauss_newton(self, w0: ca.MX, p: ca.MX, lam_x0: ca.MX, lam_g0: ca.MX, lin: ca.Function,
+                           qp: ca.Function, h: ca.DM, bounds: tuple[ca.DM, ...]) -> ca.Function:
+        """rti_hpipm's steps until |d|_inf <= sqp_tol (at most sqp_iterations): each step after the
+        first is a conditional call (CasADi's Switch evaluates only the branch taken), so a
+        converged solve stops paying for QPs. info gets [iterations, |d|_inf of the last step]."""
+        lbw, ubw, lbg, ubg = bounds
+        ws, ps = ca.MX.sym("w", w0.shape[0]), ca.MX.sym("p", p.shape[0])
+        lxs, lgs = ca.MX.sym("lam_x", lam_x0.shape[0]), ca.MX.sym("lam_g", lam_g0.shape[0])
+        g, a, grad_k = lin(ws, ps)
+        sol = qp(h=h, g=grad_k, a=a, lba=lbg - g, uba=ubg - g, lbx=lbw - ws, ubx=ubw - ws, lam_x0=lxs, lam_a0=lgs)
+        args = [ws, ps, lxs, lgs]
+        step = ca.Function("gn_step", args, [ws + sol["x"], sol["lam_x"], sol["lam_a"], ca.norm_inf(sol["x"])])
+        keep = ca.Function("gn_keep", args, [ws, lxs, lgs, ca.MX(0)])
+        step_if = ca.Function.conditional("gn_step_if", [keep], step)  # 0: keep, otherwise: step
+        w, lam_x, lam_g, norm = step(w0, p, lam_x0, lam_g0)
+        iterations: Any = ca.MX(1)
+        for _ in range(self.cfg.sqp_iterations - 1):
+            again = norm > self.cfg.sqp_tol  # 0 once converged (a kept iterate reports norm 0)
+            w, lam_x, lam_g, new_norm = step_if(again, w, p, lam_x, lam_g)
+            iterations += again
+            norm = ca.if_else(again, new_norm, norm)
+        linear, gap = self._check(w, p)
+        info = ca.vertcat(self._cost_fn(w, p), linear, gap, iterations, norm)
+        return ca.Function("gauss_newton", [w0, p, lam_x0, lam_g0], [w, lam_x, lam_g, info])
 
     # --- runtime ------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -362,6 +408,23 @@ class Nmpc:
         self._w0 = np.concatenate([shifted.reshape(-1), x_n])
         self._lam_g = lam
 
+    def _shift_duals(self, lam_x: ca.DM, lam_g: ca.DM) -> tuple[ca.DM, ca.DM]:
+        """The multipliers shifted by one stage as `_shift` shifts w. Rows of g: stage 0 is
+        [gap_0, init, path_0], stage k > 0 [gap_k, path_k]; x_0 = x0 (g = x_0 - x0) gets minus the
+        old first gap's multiplier (g = x_1 - F(x_0, u_0)): both are the costate of the new x_0."""
+        st, n, nx = self.stage, self.cfg.horizon, self.model.nx
+        lx = np.asarray(lam_x, dtype=np.float64).reshape(-1)
+        stages = lx[: n * st].reshape(n, st)
+        shifted = np.vstack([stages[1:], stages[-1:]])
+        shifted[-1, :nx] = lx[n * st :]
+        lg = np.asarray(lam_g, dtype=np.float64).reshape(-1)
+        rows = (lg.size - nx) // n  # rows per stage without the init rows
+        first, rest = lg[: rows + nx], lg[rows + nx :].reshape(n - 1, rows)
+        later = np.vstack([rest[1:], rest[-1:]]) if n > 1 else rest
+        head = rest[0] if n > 1 else np.concatenate([first[:nx], first[2 * nx :]])
+        new_first = np.concatenate([head[:nx], -first[:nx], head[nx:]])
+        return ca.DM(np.concatenate([shifted.reshape(-1), lx[n * st :]])), ca.DM(np.concatenate([new_first, later.reshape(-1)]))
+
     @staticmethod
     def _infeasibility(linear: float, gap: float) -> str:
         """Why the iterate cannot come from a solved QP ("" if it can); NaN counts as failed."""
@@ -390,10 +453,15 @@ class Nmpc:
         except RuntimeError as exc:  # e.g. HPIPM refusing NaN bounds
             reason = f"solver error: {str(exc).strip().splitlines()[-1]}"
             return _Iterate(np.full(self.w.shape[0], np.nan), self._lam_x, self._lam_g, float("nan"), reason, False, 0)
-        cost, linear, gap = info.nonzeros()
+        values = info.nonzeros()
+        cost, linear, gap = values[:3]
         problem = self._infeasibility(linear, gap)
-        status = problem or "real-time iteration"
-        return _Iterate(w.full().ravel(), lam_x, lam_g, cost, status, not problem, self.cfg.sqp_iterations)
+        if len(values) == 3:
+            status = problem or "real-time iteration"
+            return _Iterate(w.full().ravel(), lam_x, lam_g, cost, status, not problem, self.cfg.sqp_iterations)
+        iterations, norm = int(values[3]), values[4]
+        status = problem or ("converged" if norm <= self.cfg.sqp_tol else f"not converged in {iterations} iterations")
+        return _Iterate(w.full().ravel(), lam_x, lam_g, cost, status, not problem, iterations, norm)
 
     def solve(self, x0: ArrayLike, t: float) -> NmpcResult:
         n, nx, nu = self.cfg.horizon, self.model.nx, self.model.nu
@@ -404,7 +472,7 @@ class Nmpc:
         w0 = self._initial_guess(x0v, u_ref)
         start = time.perf_counter()
         call = self._call_rti if self.cfg.solver == "rti_hpipm" else self._call_nlpsol
-        w, lam_x, lam_g, cost, status, ok, iterations = call(w0, p)
+        w, lam_x, lam_g, cost, status, ok, iterations, step_norm = call(w0, p)
         finite = bool(np.all(np.isfinite(w)))
         elapsed = time.perf_counter() - start  # the check is part of the controller's time
         stages = w[: n * self.stage].reshape(n, self.stage)
@@ -414,6 +482,8 @@ class Nmpc:
         if ok and finite:
             self._shift(w, lam_g)
             self._lam_x = lam_x
+            if self.cfg.shift_duals:
+                self._lam_x, self._lam_g = self._shift_duals(lam_x, lam_g)
         else:
             self.reset()
         return NmpcResult(
@@ -426,4 +496,5 @@ class Nmpc:
             solve_time_s=elapsed,
             cost=cost,
             max_slack=float(slack.max()) if slack.size else 0.0,
+            step_norm=step_norm,
         )

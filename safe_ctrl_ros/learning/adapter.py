@@ -18,6 +18,7 @@ from numpy.typing import ArrayLike, NDArray
 from safe_ctrl_ros.errors import ConfigError
 from safe_ctrl_ros.learning.data import Batch, normalized_mse
 from safe_ctrl_ros.learning.fixed_point import W_LIMIT, QuantizedMLP, bias_scale
+from safe_ctrl_ros.learning.memory import TrainingMemory, training_memory
 from safe_ctrl_ros.learning.model_file import ResidualModel
 from safe_ctrl_ros.learning.trainers import Backprop, ForwardGradientConfig, Fp32ForwardGradient, QzoFfTrainer
 from safe_ctrl_ros.systems.base import WRENCH_SIZE, FloatArray, SymbolicModel
@@ -124,6 +125,9 @@ class OnlineAdapter:
         self.lr_scale = 1.0
         self._passes_before = 0  # forward passes of the trainers replaced by restarts and rollbacks
         self.trainer = self._make_trainer()
+        # Measured on each trainer's first step (a restart's trainer again; the figure is kept meanwhile).
+        self.memory: TrainingMemory | None = None
+        self._measured: object | None = None  # the trainer self.memory was measured on
         self.history: list[Version] = []
         self.best_val = np.inf
         self.frozen = False
@@ -197,7 +201,10 @@ class OnlineAdapter:
         losses = []
         for _ in range(steps):
             idx = self.rng.integers(0, self.train_buf.count, self.cfg.batch_size)
-            losses.append(self.trainer.step(self.train_buf.batch(idx)))
+            batch = self.train_buf.batch(idx)
+            if self._measured is not self.trainer:  # on copies of the trainer: its numerics are untouched
+                self.memory, self._measured = training_memory(self.trainer, batch), self.trainer
+            losses.append(self.trainer.step(batch))
         self.last_train_loss = float(np.mean(losses))
         return self.last_train_loss
 
@@ -233,13 +240,6 @@ class OnlineAdapter:
         return previous
 
     def extra_bytes(self) -> int:
-        """Training memory beyond inference, by the method's own state (see bench/adapter_memory.py)."""
-        sizes = [t.size for t in self.net.tensors()]
-        n = sum(sizes)
-        if isinstance(self.trainer, QzoFfTrainer):
-            vel = 4 * n if self.trainer.velocity is not None else 0
-            return max(sizes) * (1 + 4) + vel  # one int8 perturbation + its float update, per tensor
-        if isinstance(self.trainer, Fp32ForwardGradient):
-            return 4 * n * 3  # perturbation, perturbed copy, gradient
-        width = max(self.net.spec.layer_sizes)
-        return 4 * n * 3 + 4 * self.cfg.batch_size * width * 2 * len(sizes) // 2  # grads, Adam, activations
+        """Training memory beyond inference, measured by safe_ctrl_ros.learning.memory's rule on each
+        trainer's first training step (0 before the first one)."""
+        return self.memory.extra_bytes if self.memory is not None else 0

@@ -1,48 +1,85 @@
-"""The adapter's settings by parameter name: one table for the node and the offline re-trainer.
+"""The adapter's settings, described once (specs): for the node and the offline re-trainer.
 
-The adapter node declares every entry of PARAMETERS as a ROS parameter (default and description
-from here); `safe-ctrl-retrain` reads the same names from a params file. `adapter_settings` turns
-either into the core's configuration, so a setting tried offline on a bag means the same on board.
+SETTINGS are the settings of the learning core; ADAPTER is the adapter node's whole spec (with
+`system`, `model.*` and the node's own `rollback.*` and `nice`), from which the node declares its
+parameters (safe_ctrl_ros.ros.params) and docs/ARCHITECTURE.md shows the table. `safe-ctrl-retrain`
+reads the same names from a params file. `adapter_settings` turns either into the core's
+configuration, so a setting tried offline on a bag means the same on board.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 from safe_ctrl_ros import config_check as check
 from safe_ctrl_ros.errors import ConfigError
-from safe_ctrl_ros.learning.adapter import METHODS, AdapterConfig, Method
+from safe_ctrl_ros.learning.adapter import METHODS, AdapterConfig, Method, OnlineAdapter
 from safe_ctrl_ros.learning.fixed_point import GUARD
+from safe_ctrl_ros.learning.model_file import ResidualModel, load_model
 from safe_ctrl_ros.learning.trainers import Estimator, ForwardGradientConfig, Trainable
+from safe_ctrl_ros.parameters.common import MODEL, SYSTEM, model_of
+from safe_ctrl_ros.parameters.spec import NodeSpec, ParamSpec
+from safe_ctrl_ros.parameters.spec import ParamType as T
+from safe_ctrl_ros.systems.base import SymbolicModel
 
-# name -> (default, description)
-PARAMETERS: dict[str, tuple[Any, str]] = {
-    "dt": (0.02, "control period in seconds (transitions are one period)"),
-    "model_file": ("", "the starting residual model (.npz, safe-ctrl-pretrain)"),
-    "method": ("qzo_ff", f"one of {METHODS}"),
-    "buffer_size": (2000, "training transitions kept"),
-    "val_every": (5, "every n-th transition is held out for validation"),
-    "batch_size": (128, "transitions per training step"),
-    "margin": (0.02, "relative validation improvement needed to publish"),
-    "min_val": (20, "validation transitions needed before training"),
-    "bp_lr": (1e-3, "Adam learning rate of the backprop baseline"),
-    "seed": (0, "seed of the batch sampling"),
-    "outlier_scales": (50.0, "drop transitions beyond this many loss scales; 0 = keep all"),
-    "diverge_factor": (3.0, "restart from the newest version, at half the step size, when the validation "
-                            "loss exceeds this many times the best; 0 = never"),
-    "update_period": (0.5, "s of (sim) time between training rounds"),
-    "steps_per_update": (20, "training steps per round"),
-    "trainer.eps": (64.0, "perturbation (QZO-FF: integer units; fp32: float)"),
-    "trainer.lr": (1e-2, "forward-gradient step size (float units)"),
-    "trainer.estimator": ("projected", "projected | sign"),
-    "trainer.perturbations": (1, "m perturbations per step"),
-    "trainer.momentum": (0.0, "momentum in [0, 1)"),
-    "trainer.train": ("all", "all | last_layer | biases"),
-    "trainer.sparsity": (0.0, "fraction of entries left unperturbed"),
-    "trainer.seed": (0, "seed of the perturbations"),
-}
+MAX_COUNT = 1_000_000  # buffers are allocated up front: a mistyped 2e9 must not exhaust memory
+
+
+def _zero_or_above_one(value: float, where: str) -> float:
+    if value != 0.0 and value <= 1.0:
+        raise ConfigError(f"{where}: expected 0 (never) or a finite number > 1, got {check.shown(value)}")
+    return value
+
+
+SETTINGS: tuple[ParamSpec, ...] = (
+    ParamSpec("dt", T.DOUBLE, 0.02, "control period in s (transitions are one period)", low=0.0, low_open=True),
+    ParamSpec("model_file", T.STRING, "", "the starting residual model (.npz, safe-ctrl-pretrain); required"),
+    ParamSpec("method", T.STRING, "qzo_ff", "on-board learning method", choices=METHODS),
+    ParamSpec("buffer_size", T.INT, 2000, "training transitions kept", low=10, high=MAX_COUNT),
+    ParamSpec("val_every", T.INT, 5, "every n-th transition is held out for validation", low=2, high=MAX_COUNT),
+    ParamSpec("batch_size", T.INT, 128, "transitions per training step (at most buffer_size)", low=1, high=MAX_COUNT),
+    ParamSpec("margin", T.DOUBLE, 0.02, "relative validation improvement needed to publish", low=0.0, high=1.0,
+              high_open=True),
+    ParamSpec("min_val", T.INT, 20, "validation transitions needed before training", low=1, high=MAX_COUNT),
+    ParamSpec("bp_lr", T.DOUBLE, 1e-3, "Adam learning rate of the backprop baseline", low=0.0, low_open=True),
+    ParamSpec("seed", T.INT, 0, "seed of the batch sampling"),
+    ParamSpec("outlier_scales", T.DOUBLE, 50.0, "drop transitions beyond this many loss scales; 0 = keep all",
+              low=0.0),
+    ParamSpec("diverge_factor", T.DOUBLE, 3.0, "restart from the newest version, at half the step size, when the "
+              "validation loss exceeds this many times the best (0 or > 1); 0 = never", low=0.0,
+              check=_zero_or_above_one),
+    ParamSpec("update_period", T.DOUBLE, 0.5, "s of (sim) time between training rounds", low=0.0, low_open=True),
+    ParamSpec("steps_per_update", T.INT, 20, "training steps per round", low=1, high=MAX_COUNT),
+    ParamSpec("trainer.eps", T.DOUBLE, 64.0, f"perturbation (qzo_ff: an integer in [1, {GUARD}], integer units; "
+              "fg_fp32: float)", low=0.0, low_open=True),
+    ParamSpec("trainer.lr", T.DOUBLE, 1e-2, "forward-gradient step size (float units)", low=0.0, low_open=True),
+    ParamSpec("trainer.estimator", T.STRING, "projected", "forward-gradient estimator", choices=("projected", "sign")),
+    ParamSpec("trainer.perturbations", T.INT, 1, "m perturbations per step", low=1, high=1000),
+    ParamSpec("trainer.momentum", T.DOUBLE, 0.0, "momentum", low=0.0, high=1.0, high_open=True),
+    ParamSpec("trainer.train", T.STRING, "all", "the weights trained", choices=("all", "last_layer", "biases")),
+    ParamSpec("trainer.sparsity", T.DOUBLE, 0.0, "fraction of entries left unperturbed", low=0.0, high=1.0,
+              high_open=True),
+    ParamSpec("trainer.seed", T.INT, 0, "seed of the perturbations"),
+)
+
+ADAPTER = NodeSpec("adapter", (
+    SYSTEM,
+    *SETTINGS,
+    ParamSpec("rollback.on_violations", T.BOOL, True, "roll back when violations rise after an update",
+              read_only=False),
+    ParamSpec("rollback.window", T.INT, 50, "states compared before and after an update", low=1, high=MAX_COUNT,
+              read_only=False),
+    ParamSpec("nice", T.INT, 10, "raise this process's niceness by this much (0 = leave it; a learner never "
+              "outranks the control loop)", low=0, high=19),
+), families=(MODEL,))
+
+# name -> (default, description) of each setting
+PARAMETERS: dict[str, tuple[Any, str]] = {p.name: (p.default, p.description) for p in SETTINGS}
+# Parameters every rclpy node may receive without declaring them.
+IMPLICIT = ("use_sim_time", "start_type_description_service")
+IMPLICIT_PREFIXES = ("model.", "qos_overrides.")
 
 
 @dataclass(frozen=True)
@@ -52,49 +89,6 @@ class AdapterSettings:
     model_file: str
     update_period: float  # s of (sim) time between training rounds
     steps_per_update: int
-
-
-# Parameters of the adapter node that are not settings (the model, rollback, rclpy's own): a params
-# file section may hold them; any other name is a typo.
-NODE_PARAMETERS = ("system", "rollback.on_violations", "rollback.window", "nice", "use_sim_time",
-                   "start_type_description_service")
-NODE_PREFIXES = ("model.", "qos_overrides.")
-MAX_COUNT = 1_000_000  # buffers are allocated up front: a mistyped 2e9 must not exhaust memory
-
-
-def _positive(v: Any, w: str) -> float:
-    return check.number(v, w, 0.0, low_open=True)
-
-
-def _unit(v: Any, w: str) -> float:
-    return check.number(v, w, 0.0, 1.0, high_open=True)
-
-
-# name -> the check of its value (a ConfigError names the parameter and the expected type or range)
-_CHECKS: dict[str, Callable[[Any, str], Any]] = {
-    "dt": _positive,
-    "model_file": check.text,
-    "method": lambda v, w: check.choice(v, METHODS, w),
-    "buffer_size": lambda v, w: check.integer(v, w, 10, MAX_COUNT),
-    "val_every": lambda v, w: check.integer(v, w, 2, MAX_COUNT),
-    "batch_size": lambda v, w: check.integer(v, w, 1, MAX_COUNT),
-    "margin": _unit,
-    "min_val": lambda v, w: check.integer(v, w, 1, MAX_COUNT),
-    "bp_lr": _positive,
-    "seed": check.integer,
-    "outlier_scales": lambda v, w: check.number(v, w, 0.0),
-    "diverge_factor": lambda v, w: 0.0 if check.number(v, w, 0.0) == 0 else check.number(v, w, 1.0, low_open=True),
-    "update_period": _positive,
-    "steps_per_update": lambda v, w: check.integer(v, w, 1, MAX_COUNT),
-    "trainer.eps": _positive,
-    "trainer.lr": _positive,
-    "trainer.estimator": lambda v, w: check.choice(v, ("projected", "sign"), w),
-    "trainer.perturbations": lambda v, w: check.integer(v, w, 1, 1000),
-    "trainer.momentum": _unit,
-    "trainer.train": lambda v, w: check.choice(v, ("all", "last_layer", "biases"), w),
-    "trainer.sparsity": _unit,
-    "trainer.seed": check.integer,
-}
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -113,17 +107,17 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def adapter_settings(values: Mapping[str, Any], where: str = "") -> AdapterSettings:
-    """Settings from parameter values by name (missing names take PARAMETERS' defaults).
+    """Settings from parameter values by name (missing names take the specs' defaults).
 
-    Every value is checked for its type and range, and names that are neither settings nor other
-    adapter-node parameters are rejected; errors name the parameter (after `where`, e.g. a file).
+    Every value is checked for its type and range (SETTINGS), and names that are no parameter of
+    the adapter node are rejected; errors name the parameter (after `where`, e.g. a file).
     """
     prefix = f"{where}: " if where else ""
-    known = (*PARAMETERS, *NODE_PARAMETERS)
-    unknown = sorted(str(n) for n in values if n not in known and not str(n).startswith(NODE_PREFIXES))
+    known = (*ADAPTER.names, *IMPLICIT)
+    unknown = sorted(str(n) for n in values if n not in known and not str(n).startswith(IMPLICIT_PREFIXES))
     if unknown:
         raise ConfigError(f"{prefix}unknown adapter parameter(s) {unknown}; known: {sorted(PARAMETERS)}")
-    v = {name: _CHECKS[name](values.get(name, default), prefix + name) for name, (default, _) in PARAMETERS.items()}
+    v = {p.name: p.validate(values.get(p.name, p.default), prefix + p.name) for p in SETTINGS}
     if v["batch_size"] > v["buffer_size"]:
         raise ConfigError(f"{prefix}batch_size: expected at most buffer_size ({v['buffer_size']}), "
                           f"got {v['batch_size']}: training would never start")
@@ -156,3 +150,21 @@ def adapter_settings(values: Mapping[str, Any], where: str = "") -> AdapterSetti
     config.validate()
     return AdapterSettings(config, float(v["dt"]), str(v["model_file"]), float(v["update_period"]),
                            int(v["steps_per_update"]))
+
+
+@dataclass
+class BuiltAdapter:
+    core: OnlineAdapter
+    start: ResidualModel
+    nominal: SymbolicModel
+    settings: AdapterSettings
+
+
+def build_adapter(values: Mapping[str, Any]) -> BuiltAdapter:
+    """The learning core from the adapter node's parameter values (ADAPTER.resolve)."""
+    settings = adapter_settings({name: values[name] for name in PARAMETERS})
+    if not settings.model_file:
+        raise ConfigError("parameter 'model_file' is required: the adapter fine-tunes a pretrained residual")
+    nominal = model_of(values)
+    start = load_model(settings.model_file, nominal.nx, nominal.nu)
+    return BuiltAdapter(OnlineAdapter(start, nominal, settings.config), start, nominal, settings)

@@ -13,23 +13,21 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from std_srvs.srv import SetBool, Trigger
 
-from safe_ctrl_ros.errors import ConfigError
-from safe_ctrl_ros.learning.adapter import OnlineAdapter, Version
+from safe_ctrl_ros.learning.adapter import Version
 from safe_ctrl_ros.learning.fixed_point import QuantizedMLP
 from safe_ctrl_ros.learning.matching import TransitionMatcher
-from safe_ctrl_ros.learning.model_file import load_model
-from safe_ctrl_ros.learning.settings import PARAMETERS, adapter_settings
+from safe_ctrl_ros.learning.settings import ADAPTER, build_adapter
 from safe_ctrl_ros.msg import AdapterStatus, Command, ConstraintStatus, ModelUpdate, SafetyRequest, State
 from safe_ctrl_ros.ros.convert import stamp_to_ns, vector_of
 from safe_ctrl_ros.ros.node_main import run_node
-from safe_ctrl_ros.ros.params import declare, reject_unknown_overrides
+from safe_ctrl_ros.ros.params import declare_parameters, node_options, watch_parameters
 from safe_ctrl_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS, STATUS_QOS, with_depth
-from safe_ctrl_ros.ros.system_params import declare_model
 
 KEEP = 64  # recent stamps kept for matching states and commands
 # Samples queued per data subscription while a training round runs: about 1.5 s of a 50 Hz stream at
@@ -42,28 +40,18 @@ class AdapterNode(Node):
     executor_threads = 2  # training in its own group must not hold up the data callbacks
 
     def __init__(self, **node_kwargs: object) -> None:
-        super().__init__("adapter", **node_kwargs)  # type: ignore[arg-type]
-        nominal = declare_model(self)
-        values = {name: declare(self, name, default, doc) for name, (default, doc) in PARAMETERS.items()}
-        settings = adapter_settings(values)  # ConfigError names the bad setting
-        cfg, path, self.dt = settings.config, settings.model_file, settings.dt
-        period, self.steps_per_round = settings.update_period, settings.steps_per_update
-        self.rollback_on_violations = bool(
-            declare(self, "rollback.on_violations", True, "roll back when violations rise after an update")
-        )
-        self.window = int(declare(self, "rollback.window", 50, "states compared before and after an update"))
-        nice = int(declare(self, "nice", 10, "raise this process's niceness by this much (0 = leave it)"))
-        reject_unknown_overrides(self)
-        if nice < 0:
-            raise ConfigError(f"parameter 'nice' must be >= 0 (a learner never outranks the control loop), got {nice}")
-        if nice:
+        super().__init__("adapter", **node_options(node_kwargs))
+        values = declare_parameters(self, ADAPTER)  # learning/settings.py: names, ranges, defaults
+        self.rollback_on_violations = bool(values["rollback.on_violations"])
+        self.window = int(values["rollback.window"])
+        if values["nice"]:
             # Training is background work on the cores the control loop runs on: the scheduler
             # should prefer the plant, controller and monitor whenever they are runnable.
-            os.nice(nice)
-        if not path:
-            raise ConfigError("parameter 'model_file' is required: the adapter fine-tunes a pretrained residual")
-        start = load_model(path, nominal.nx, nominal.nu)
-        self.core = OnlineAdapter(start, nominal, cfg)
+            os.nice(int(values["nice"]))
+        built = build_adapter(values)  # a ConfigError names the bad setting
+        self.core, start, nominal, settings = built.core, built.start, built.nominal, built.settings
+        cfg, path, self.dt = settings.config, settings.model_file, settings.dt
+        period, self.steps_per_round = settings.update_period, settings.steps_per_update
         self.start_net = start.net.copy()
         self.version = 0
         self.accepted = self.rejected = self.rollbacks = 0
@@ -87,10 +75,17 @@ class AdapterNode(Node):
         self.create_service(Trigger, "~/rollback", self._on_rollback, callback_group=training)
         self.create_service(SetBool, "~/freeze", self._on_freeze, callback_group=training)
         self.create_timer(period, self._round, callback_group=training)
+        watch_parameters(self, ADAPTER, self._apply_parameters)
         self.get_logger().info(
             f"{cfg.method} on {nominal.name}: {start.net.num_params} weights from '{path}', "
             f"buffer {cfg.buffer_size}, round every {period} s of {self.steps_per_round} steps"
         )
+
+    def _apply_parameters(self, changed: dict[str, Any]) -> None:
+        """rollback.* changes (validated by the spec) apply to the next monitored state."""
+        self.rollback_on_violations = bool(changed.get("rollback.on_violations", self.rollback_on_violations))
+        self.window = int(changed.get("rollback.window", self.window))
+        self.get_logger().info(f"parameters changed: {changed}")
 
     # --- data -------------------------------------------------------------------------------------
     def _on_cmd(self, msg: Command) -> None:

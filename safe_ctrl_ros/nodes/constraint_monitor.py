@@ -9,35 +9,31 @@ non-finite / STALE) and `safety/request` (latched; fallback + freeze while viola
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock
 from rclpy.clock_type import ClockType
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
 from safe_ctrl_ros.msg import Command, ConstraintStatus, SafetyRequest, State
+from safe_ctrl_ros.parameters.monitor import CONSTRAINT_MONITOR, build_monitor
 from safe_ctrl_ros.ros.convert import ns_to_stamp, stamp_to_ns, vector_of
+from safe_ctrl_ros.ros.diagnostics import diagnostic_array
 from safe_ctrl_ros.ros.node_main import run_node
-from safe_ctrl_ros.ros.params import declare, reject_unknown_overrides
+from safe_ctrl_ros.ros.params import declare_parameters, node_options, watch_parameters
 from safe_ctrl_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS, STATUS_QOS
-from safe_ctrl_ros.ros.system_params import declare_model
-from safe_ctrl_ros.safety import ConstraintSet, load_constraints
-from safe_ctrl_ros.safety.monitor import ConstraintMonitor, Level
+from safe_ctrl_ros.safety.monitor import Level
 
 
 class ConstraintMonitorNode(Node):
     def __init__(self, **node_kwargs: object) -> None:
-        super().__init__("constraint_monitor", **node_kwargs)  # type: ignore[arg-type]
-        model = declare_model(self)
-        path = str(declare(self, "constraints_file", "", "constraints YAML (shared with the controller)"))
-        self.stale_timeout = float(declare(self, "stale_timeout", 1.0, "wall s without a state before STALE"))
-        self.react = bool(declare(self, "reaction.enabled", True, "publish safety requests"))
-        clear_after = int(declare(self, "reaction.clear_after", 10, "steps without violation before clearing"))
-        period = float(declare(self, "diagnostics_period", 1.0, "wall s between diagnostics"))
-        reject_unknown_overrides(self)
-        constraints = load_constraints(path, model.nx, model.nu) if path else ConstraintSet([])
-        self.core = ConstraintMonitor(constraints, model.nx, model.equilibrium()[1], clear_after)
+        super().__init__("constraint_monitor", **node_options(node_kwargs))
+        values = declare_parameters(self, CONSTRAINT_MONITOR)  # parameters/monitor.py
+        self.stale_timeout = float(values["stale_timeout"])
+        self.react = bool(values["reaction.enabled"])
+        self.core = build_monitor(values)
         self.status_pub = self.create_publisher(ConstraintStatus, "~/status", STATUS_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", STATUS_QOS)
         self.request_pub = self.create_publisher(SafetyRequest, "safety/request", LATCHED_QOS)
@@ -53,12 +49,21 @@ class ConstraintMonitorNode(Node):
         # Wall-clock timers: a stalled or dead plant also stops the sim clock, and that is exactly
         # when the stale check must fire.
         wall = Clock(clock_type=ClockType.STEADY_TIME)
-        self.create_timer(period, self._publish_diagnostics, clock=wall)
+        self.create_timer(float(values["diagnostics_period"]), self._publish_diagnostics, clock=wall)
         self.create_timer(min(0.1, self.stale_timeout / 2), self._check_stale, clock=wall)
         self._publish_request()
+        watch_parameters(self, CONSTRAINT_MONITOR, self._apply_parameters)
+        constraints = self.core.constraints
         self.get_logger().info(
-            f"{len(constraints.constraints)} constraint(s), {len(constraints.row_names)} row(s) from '{path or '-'}'"
+            f"{len(constraints.constraints)} constraint(s), {len(constraints.row_names)} row(s) "
+            f"from '{values['constraints_file'] or '-'}'"
         )
+
+    def _apply_parameters(self, changed: dict[str, Any]) -> None:
+        if "reaction.enabled" in changed:
+            self.react = bool(changed["reaction.enabled"])
+            self.get_logger().info(f"safety requests {'enabled' if self.react else 'disabled'}")
+            self._publish_request()
 
     def _on_state(self, msg: State) -> None:
         stamp = stamp_to_ns(msg.header.stamp)
@@ -125,23 +130,14 @@ class ConstraintMonitorNode(Node):
 
     def _publish_diagnostics(self) -> None:
         st = self.core.stats
-        status = DiagnosticStatus(
-            level=bytes([int(self.level)]),
-            name=f"{self.get_namespace().rstrip('/')}/{self.get_name()}: constraints",
-            message=self.message,
-            hardware_id=self.get_fully_qualified_name(),
-            values=[
-                KeyValue(key="steps", value=str(st.steps)),
-                KeyValue(key="violation_steps", value=str(st.violation_steps)),
-                KeyValue(key="failed", value=str(st.failed)),
-                KeyValue(key="worst_margin", value=f"{st.worst_margin:.6g}"),
-                KeyValue(key="first_violation_time",
-                         value="none" if st.first_violation_time is None else f"{st.first_violation_time:.3f}"),
-            ],
-        )
-        arr = DiagnosticArray(status=[status])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(arr)
+        values = {
+            "steps": str(st.steps),
+            "violation_steps": str(st.violation_steps),
+            "failed": str(st.failed),
+            "worst_margin": f"{st.worst_margin:.6g}",
+            "first_violation_time": "none" if st.first_violation_time is None else f"{st.first_violation_time:.3f}",
+        }
+        self.diag_pub.publish(diagnostic_array(self, "constraints", self.level, self.message, values))
 
     def _on_reset(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
         self.core.reset()

@@ -14,6 +14,7 @@ configured independently of the plant's, so a model mismatch is a parameter chan
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -21,77 +22,24 @@ from rclpy.clock import Clock
 from rclpy.clock_type import ClockType
 from rclpy.node import Node
 
-from safe_ctrl_ros.control import LqrController, Nmpc, NmpcConfig, ResidualSpec
 from safe_ctrl_ros.control.residual import dequantize
-from safe_ctrl_ros.control.supervisor import FallbackMode, StepReport, SupervisedController
+from safe_ctrl_ros.control.supervisor import StepReport
 from safe_ctrl_ros.errors import ConfigError
-from safe_ctrl_ros.learning.model_file import load_model
 from safe_ctrl_ros.msg import Command, ConstraintStatus, ControllerStatus, ModelUpdate, SafetyRequest, State
+from safe_ctrl_ros.parameters.controller import CONTROLLER, build_controller
 from safe_ctrl_ros.ros.convert import command_msg, stamp_to_ns, vector_of
 from safe_ctrl_ros.ros.node_main import run_node
-from safe_ctrl_ros.ros.params import declare, float_list, reject_unknown_overrides
+from safe_ctrl_ros.ros.params import declare_parameters, node_options, watch_parameters
 from safe_ctrl_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS, STATUS_QOS
-from safe_ctrl_ros.ros.system_params import declare_model
-from safe_ctrl_ros.ros.tasks import declare_task
-from safe_ctrl_ros.safety import ConstraintSet, load_constraints
-
-CONTROLLERS = ("lqr", "nmpc")
-DISCRETIZATIONS = ("exact", "euler")
-
-
-def _weight(values: list[float]) -> float | list[float]:
-    return values[0] if len(values) == 1 else values
 
 
 class ControllerNode(Node):
     def __init__(self, **node_kwargs: object) -> None:
-        super().__init__("controller", **node_kwargs)  # type: ignore[arg-type]
-        model = declare_model(self)
-        self.task = declare_task(self, model)
-        kind = str(declare(self, "controller", "lqr", f"primary control law, one of {CONTROLLERS}"))
-        dt = float(declare(self, "dt", 0.02, "control period in seconds"))
-        q = float_list(declare(self, "lqr.Q", [1.0], "LQR state weight: diagonal (nx) or one value"), "lqr.Q")
-        r = float_list(declare(self, "lqr.R", [0.1], "LQR input weight: diagonal (nu) or one value"), "lqr.R")
-        disc = str(declare(self, "lqr.discretization", "exact", f"one of {DISCRETIZATIONS}"))
-        constraints_file = str(declare(self, "constraints_file", "", "constraints YAML (the monitor's file)"))
-        p_list = float_list(declare(self, "nmpc.P", [], "terminal weight; empty = LQR cost-to-go"), "nmpc.P")
-        n_cfg = NmpcConfig(
-            horizon=int(declare(self, "nmpc.horizon", 20, "prediction horizon (steps)")),
-            dt=dt,
-            Q=_weight(float_list(declare(self, "nmpc.Q", [1.0], "NMPC state weight (nx or one value)"), "nmpc.Q")),
-            R=_weight(float_list(declare(self, "nmpc.R", [0.1], "NMPC input weight (nu or one value)"), "nmpc.R")),
-            P=_weight(p_list) if p_list else None,
-            solver=str(declare(self, "nmpc.solver", "rti_hpipm", "rti_hpipm | sqp_hpipm | sqp_qrqp | fatrop | ipopt")),
-            sqp_iterations=int(declare(self, "nmpc.sqp_iterations", 1, "SQP iterations per solve (1 = RTI)")),
-            rk4_substeps=int(declare(self, "nmpc.rk4_substeps", 1, "RK4 steps per interval in the prediction")),
-            slack_l1=float(declare(self, "nmpc.slack_l1", 1000.0, "L1 penalty on constraint slack")),
-            slack_l2=float(declare(self, "nmpc.slack_l2", 1000.0, "L2 penalty on constraint slack")),
-        )
-        deadline = float(declare(self, "nmpc.deadline", 0.0, "fall back when a solve takes longer (s); 0 = off"))
-        use_residual = bool(declare(self, "residual.enabled", False, "predict with the learned residual"))
-        hidden = [int(v) for v in declare(self, "residual.hidden", [16, 16], "hidden layer sizes")]
-        activation = str(declare(self, "residual.activation", "relu", "relu | tanh"))
-        in_gain = float_list(declare(self, "residual.in_gain", [], "input gains (nx+nu); empty = 1"), "in_gain")
-        out_gain = float_list(declare(self, "residual.out_gain", [], "output gains (nx); empty = 1"), "out_gain")
-        model_file = str(declare(self, "residual.model_file", "", "start weights (.npz); sets hidden, gains"))
-        self.sync = bool(
-            declare(self, "safety.sync_with_monitor", False,
-                    "lockstep: answer a state only after the monitor's status for it (deterministic reactions)")
-        )
-        self.sync_timeout = float(declare(self, "safety.sync_timeout", 0.5, "wall s to wait for the monitor"))
-        self.max_state_age = float(
-            declare(self, "max_state_age", 0.1, "s (node clock): an older state is stale, gets the fallback; 0 = off")
-        )
-        fallback = str(declare(self, "fallback.mode", "lqr", "lqr | command"))
-        safe_cmd = float_list(declare(self, "fallback.command", [], "safe command; empty = equilibrium input"), "cmd")
-        reject_unknown_overrides(self)
-
-        if kind not in CONTROLLERS:
-            raise ConfigError(f"parameter 'controller': expected one of {CONTROLLERS}, got '{kind}'")
-        if disc not in DISCRETIZATIONS:
-            raise ConfigError(f"parameter 'lqr.discretization': expected one of {DISCRETIZATIONS}, got '{disc}'")
-        if fallback not in ("lqr", "command"):
-            raise ConfigError(f"parameter 'fallback.mode': expected lqr or command, got '{fallback}'")
+        super().__init__("controller", **node_options(node_kwargs))
+        values = declare_parameters(self, CONTROLLER)  # parameters/controller.py: names, ranges, defaults
+        self.sync = bool(values["safety.sync_with_monitor"])
+        self.sync_timeout = float(values["safety.sync_timeout"])
+        self.max_state_age = float(values["max_state_age"])
         # Topics first, the (slow) NMPC build after: the graph sees this node's topics at once;
         # callbacks only run once the node spins, after __init__.
         group = MutuallyExclusiveCallbackGroup()  # model swaps never interleave with a solve
@@ -117,35 +65,22 @@ class ControllerNode(Node):
             # wall clock: the sim clock waits for this very answer
             wall = Clock(clock_type=ClockType.STEADY_TIME)
             self.create_timer(0.02, self._check_sync, callback_group=group, clock=wall)
-        self.model = model
-        constraints = (
-            load_constraints(constraints_file, model.nx, model.nu) if constraints_file else ConstraintSet([])
-        )
-        start_theta = None
-        self.residual: ResidualSpec | None
-        if use_residual and model_file:
-            start = load_model(model_file, model.nx, model.nu)
-            self.residual, start_theta = start.net.spec, start.net.theta()
-        elif use_residual:
-            self.residual = ResidualSpec(
-                model.nx, model.nu, tuple(hidden), activation, np.array(in_gain), np.array(out_gain)
-            )
-        else:
-            self.residual = None
-        lqr = LqrController(model, _weight(q), _weight(r), dt, disc, self.task.goal)  # type: ignore[arg-type]
-        nmpc = Nmpc(model, self.task, n_cfg, constraints, self.residual) if kind == "nmpc" else None
-        if nmpc is not None and start_theta is not None:
-            nmpc.set_residual_weights(start_theta)
-        self.law = SupervisedController(
-            model, self.task, lqr, nmpc, FallbackMode(fallback), safe_cmd or None, deadline
-        )
+        built = build_controller(values)
+        self.model, self.task, self.law, self.residual = built.model, built.task, built.law, built.residual
         self.model_version = 0
-
-        detail = f"K={np.array2string(lqr.K, precision=3)}" if nmpc is None else (
-            f"N={n_cfg.horizon}, solver={n_cfg.solver}, {len(constraints.constraints)} constraint(s), "
+        watch_parameters(self, CONTROLLER, self._apply_parameters)
+        detail = f"K={np.array2string(self.law.lqr.K, precision=3)}" if self.law.nmpc is None else (
+            f"N={built.horizon}, solver={built.solver}, {len(built.constraints.constraints)} constraint(s), "
             f"residual={'on' if self.residual else 'off'}"
         )
-        self.get_logger().info(f"{kind} on {model.name} ({self.task.kind}): {detail}")
+        self.get_logger().info(f"{self.law.kind} on {self.model.name} ({self.task.kind}): {detail}")
+
+    def _apply_parameters(self, changed: dict[str, Any]) -> None:
+        """Run-time changes (validated by the spec and the descriptors) take effect from the next state."""
+        self.law.deadline_s = float(changed.get("nmpc.deadline", self.law.deadline_s))
+        self.sync_timeout = float(changed.get("safety.sync_timeout", self.sync_timeout))
+        self.max_state_age = float(changed.get("max_state_age", self.max_state_age))
+        self.get_logger().info(f"parameters changed: {changed}")
 
     def _on_safety(self, msg: SafetyRequest) -> None:
         if self.sync:

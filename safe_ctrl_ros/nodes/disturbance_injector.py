@@ -28,14 +28,14 @@ from rclpy.node import Node
 from rclpy.task import Future
 from std_srvs.srv import SetBool
 
-from safe_ctrl_ros.disturbances import Disturbance, Scenario, load_scenario
+from safe_ctrl_ros.disturbances import Disturbance
 from safe_ctrl_ros.msg import Command, DisturbanceEvent, State
+from safe_ctrl_ros.parameters.injector import DISTURBANCE_INJECTOR, build_scenario
 from safe_ctrl_ros.ros.convert import ns_to_stamp, stamp_to_ns, vector_of
 from safe_ctrl_ros.ros.delayed import DelayedPublisher
 from safe_ctrl_ros.ros.node_main import run_node
-from safe_ctrl_ros.ros.params import declare, reject_unknown_overrides
+from safe_ctrl_ros.ros.params import declare_parameters, node_options
 from safe_ctrl_ros.ros.qos import COMMAND_QOS, STATE_QOS, STATUS_QOS
-from safe_ctrl_ros.ros.system_params import declare_model
 
 CACHE = 8  # recent stamps whose disturbed copies are kept for re-sends
 SERVICE_RETRY_S = 1.0  # wall s before an unanswered parameter request is sent again
@@ -43,19 +43,10 @@ SERVICE_RETRY_S = 1.0  # wall s before an unanswered parameter request is sent a
 
 class DisturbanceInjectorNode(Node):
     def __init__(self, **node_kwargs: object) -> None:
-        super().__init__("disturbance_injector", **node_kwargs)  # type: ignore[arg-type]
-        model = declare_model(self)
-        dt = float(declare(self, "dt", 0.02, "control period in seconds (impulse decay steps)"))
-        path = str(declare(self, "scenario_file", "", "disturbance scenario YAML; empty = pass everything through"))
-        seed = int(declare(self, "seed", -1, "scenario seed; -1 = the file's seed"))
-        self.send_wrench = bool(declare(self, "publish_wrench", True, "send one wrench per step to plant/wrench"))
-        reject_unknown_overrides(self)
-        names = list(model.params)
-        self.scenario = (
-            load_scenario(path, model.nx, model.nu, dt, names, None if seed < 0 else seed)
-            if path
-            else Scenario([], 0)
-        )
+        super().__init__("disturbance_injector", **node_options(node_kwargs))  # type: ignore[arg-type]
+        values = declare_parameters(self, DISTURBANCE_INJECTOR)  # parameters/injector.py
+        self.send_wrench = bool(values["publish_wrench"])
+        self.scenario = build_scenario(values)
         self.state_pub = self.create_publisher(State, "state", STATE_QOS)
         self.cmd_pub = self.create_publisher(Command, "plant/cmd", COMMAND_QOS)
         self.wrench_pub = self.create_publisher(WrenchStamped, "plant/wrench", COMMAND_QOS)
@@ -83,7 +74,8 @@ class DisturbanceInjectorNode(Node):
             # plant's first step waits for the command this fetch releases.
             self.create_timer(0.05, self._fetch_nominal, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(
-            f"{len(self.scenario.disturbances)} disturbance(s) from '{path or '-'}', seed {self.scenario.seed}: "
+            f"{len(self.scenario.disturbances)} disturbance(s) from '{values['scenario_file'] or '-'}', "
+            f"seed {self.scenario.seed}: "
             + ", ".join(f"{d.name} ({d.target}/{d.kind})" for d in self.scenario.disturbances)
         )
 
@@ -116,6 +108,9 @@ class DisturbanceInjectorNode(Node):
             self.applied = dict(self.nominal)
             self.pending = None
             self.get_logger().info(f"plant parameters: {self.nominal}")
+            # A change due at the newest state seen (e.g. t = 0) goes out before its command is
+            # released, however the fetch and the first state raced: it takes effect at its step.
+            self._update_parameters(self.t_now)
             self._release()
 
         future.add_done_callback(done)

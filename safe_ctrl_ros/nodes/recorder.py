@@ -7,13 +7,19 @@ control loop. On shutdown (SIGINT/SIGTERM) the bag is closed: MCAP summary and m
 (SIGKILL), it leaves a readable bag holding all but the last flush period (safe_ctrl_ros.bag.writer).
 QoS per topic follows its publishers: best effort where a publisher is best effort, transient local
 where all publishers latch.
+The bag names the recorded system in its metadata (`custom_data.system`, e.g. `cartpole`), so the
+report knows which state entries are positions and angles: the `system` parameter, or else the
+`system` parameter of the node publishing `plant/state`, read through its parameter service.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+from rcl_interfaces.msg import ParameterType
+from rcl_interfaces.srv import GetParameters
 from rclpy.clock import Clock
 from rclpy.clock_type import ClockType
 from rclpy.node import Node
@@ -23,13 +29,15 @@ from std_srvs.srv import Trigger
 from safe_ctrl_ros.bag.types import typestore
 from safe_ctrl_ros.bag.writer import BagWriter
 from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.parameters.recorder import RECORDER
 from safe_ctrl_ros.ros.message_types import message_class
 from safe_ctrl_ros.ros.node_main import run_node
-from safe_ctrl_ros.ros.params import declare, reject_unknown_overrides
+from safe_ctrl_ros.ros.params import declare_parameters, node_options
 
 GLOBAL_TOPICS = ("/clock", "/diagnostics")
 SKIP = ("/rosout", "/parameter_events")
 INFINITE = {"sec": 2147483647, "nsec": 4294967295}  # how rosbag2 writes an infinite duration
+SERVICE_RETRY_S = 1.0  # wall s before an unanswered request for the plant's system is sent again
 
 
 def _duration(value: Any) -> dict[str, int]:
@@ -56,19 +64,23 @@ def offered_qos(profile: QoSProfile) -> dict[str, Any]:
 
 class RecorderNode(Node):
     def __init__(self, **node_kwargs: object) -> None:
-        super().__init__("recorder", **node_kwargs)  # type: ignore[arg-type]
-        output = str(declare(self, "output", "", "bag directory to create (must not exist)"))
-        self.topics = [str(t) for t in declare(self, "topics", [""], "topics to record; [''] = the namespace's")]
-        self.exclude = [str(t) for t in declare(self, "exclude", [""], "topics never to record")]
-        period = float(declare(self, "discovery_period", 0.5, "wall s between scans for new topics"))
-        self.start_plant = bool(
-            declare(self, "start_plant", False, "call plant/start once every found topic is matched (autostart off)")
-        )
-        self.settle = int(declare(self, "start_after_scans", 4, "scans without a new topic before starting"))
-        reject_unknown_overrides(self)
+        super().__init__("recorder", **node_options(node_kwargs))  # type: ignore[arg-type]
+        values = declare_parameters(self, RECORDER)  # parameters/recorder.py
+        output = str(values["output"])
+        self.topics, self.exclude = list(values["topics"]), list(values["exclude"])
+        period = float(values["discovery_period"])
+        self.start_plant, self.settle = bool(values["start_plant"]), int(values["start_after_scans"])
+        self.system = str(values["system"])
         if not output:
             raise ConfigError("parameter 'output' is required: the bag directory to create")
-        self.writer = BagWriter(Path(output), typestore())
+        self.writer = BagWriter(Path(output), typestore(), custom_data={"system": self.system} if self.system else None)
+        # Asking the plant for its system: done once answered (or set), the plant's node, its parameter
+        # service, the request in flight and when it was sent.
+        self.system_done = bool(self.system)
+        self.system_plant = ""
+        self.system_client: Any = None
+        self.system_request: Any = None
+        self.system_asked_at = 0.0
         self.subs: dict[str, Any] = {}
         self.quiet_scans = 0
         self.start_client: Any = self.create_client(Trigger, "plant/start") if self.start_plant else None
@@ -101,6 +113,7 @@ class RecorderNode(Node):
     def _discover(self) -> None:
         before = len(self.subs)
         self._scan()
+        self._ask_system()
         self.quiet_scans = self.quiet_scans + 1 if len(self.subs) == before else 0
         if self.start_client is not None and not self.start_sent and self.quiet_scans >= self.settle:
             matched = all(s is None or s.get_publisher_count() > 0 for s in self.subs.values())
@@ -128,6 +141,50 @@ class RecorderNode(Node):
                 cls, topic, lambda data, t=topic: self._on_message(t, data), self._qos(pubs), raw=True
             )
             self.get_logger().info(f"recording {topic} [{msgtype}]")
+
+    # --- the recorded system ------------------------------------------------------------------------
+    def _ask_system(self) -> None:
+        """Until the bag names its system: ask the node that publishes plant/state for its `system`
+        parameter (again after SERVICE_RETRY_S: a reply sent before the client matched can be lost)."""
+        if self.system_done:
+            return
+        if self.system_client is None:
+            plants = [
+                p for t, sub in self.subs.items() if sub is not None and t.endswith("/plant/state")
+                for p in self.get_publishers_info_by_topic(t)
+            ]
+            if not plants:
+                return
+            fqn = f"{plants[0].node_namespace.rstrip('/')}/{plants[0].node_name}"
+            self.system_client = self.create_client(GetParameters, f"{fqn}/get_parameters")
+            self.system_plant = fqn
+        if self.system_request is not None:
+            if time.monotonic() - self.system_asked_at < SERVICE_RETRY_S:
+                return
+            self.system_request = None  # unanswered: ask again
+        if not self.system_client.service_is_ready():
+            return
+        future = self.system_client.call_async(GetParameters.Request(names=["system"]))
+        self.system_request, self.system_asked_at = future, time.monotonic()
+        future.add_done_callback(self._on_system)
+
+    def _on_system(self, future: Any) -> None:
+        if future is not self.system_request or self.system_done:
+            return  # a request given up on, or already answered
+        self.system_request = None
+        self.system_done = True
+        result = future.result()
+        values = list(result.values) if result is not None else []
+        if not values or values[0].type != ParameterType.PARAMETER_STRING or not values[0].string_value:
+            self.get_logger().warning(
+                f"{self.system_plant} has no 'system' parameter: the bag does not name its system (set the "
+                "recorder's 'system' parameter; safe-ctrl-report infers it from the state size where it can)"
+            )
+            return
+        self.system = values[0].string_value
+        if not self.writer.closed:
+            self.writer.set_custom_data("system", self.system)
+            self.get_logger().info(f"system: {self.system} (parameter 'system' of {self.system_plant})")
 
     def _on_message(self, topic: str, data: bytes) -> None:
         # The node's clock: sim time with use_sim_time (0 before the first /clock), else wall time.

@@ -1,6 +1,8 @@
 """Plant models: `make(name, **param_overrides)` returns a `SymbolicModel`.
 
 Systems follow safe-control-gym's state/input ordering and default parameters (docs/SYSTEMS.md).
+Each model says which state entries are positions (m) and angles (rad): `position_indices`,
+`angle_indices`; `position_error(model, x, ref)` and `angle_error(model, x, ref)` measure them.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from collections.abc import Callable
 
 from safe_ctrl_ros.errors import UnknownSystemError
 from safe_ctrl_ros.systems import cartpole, quadrotor
-from safe_ctrl_ros.systems.base import ParamSpec, SymbolicModel
+from safe_ctrl_ros.systems.base import ParamSpec, SymbolicModel, angle_error, position_error
 
 _FACTORIES: dict[str, Callable[..., SymbolicModel]] = {
     "cartpole": cartpole.make,
@@ -48,4 +50,12 @@ def make(name: str, **param_overrides: object) -> SymbolicModel:
     return factory(**param_overrides)
 
 
-__all__ = ["SYSTEM_NAMES", "ParamSpec", "SymbolicModel", "make", "param_specs"]
+def with_state_size(nx: int) -> list[str]:
+    """The systems whose state has `nx` entries (for data that does not name its system)."""
+    return [name for name in SYSTEM_NAMES if make(name).nx == nx]
+
+
+__all__ = [
+    "SYSTEM_NAMES", "ParamSpec", "SymbolicModel", "angle_error", "make", "param_specs", "position_error",
+    "with_state_size",
+]

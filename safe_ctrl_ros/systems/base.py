@@ -24,6 +24,7 @@ FloatArray = NDArray[np.float64]
 # system documents which components act on it.
 DynamicsBuilder = Callable[[ca.SX, ca.SX, ca.SX, Mapping[str, float]], ca.SX]
 WRENCH_SIZE = 6
+AXES = ("x", "y", "z")  # world axes, in this order wherever positions are 3-vectors
 
 
 def as_vector(value: ArrayLike, size: int, what: str) -> FloatArray:
@@ -78,6 +79,14 @@ class SymbolicModel:
     # Out-of-bounds limits of the state (the episode terminates outside them); inf = unbounded.
     state_low: FloatArray = field(default_factory=lambda: np.zeros(0))
     state_high: FloatArray = field(default_factory=lambda: np.zeros(0))
+    # What the state entries are (the one place that says it; tasks, reports and benchmarks read it):
+    # `position_indices` hold positions in m along the world axes `position_axes` (in that order),
+    # `velocity_indices` their rates in m/s (same order), `angle_indices` angles in rad. Other
+    # entries (angular rates) are none of these.
+    position_axes: tuple[str, ...] = ()
+    position_indices: tuple[int, ...] = ()
+    velocity_indices: tuple[int, ...] = ()
+    angle_indices: tuple[int, ...] = ()
     _fun: ca.Function = field(init=False, repr=False)
     _fun_w: ca.Function = field(init=False, repr=False)
     _jac: ca.Function = field(init=False, repr=False)
@@ -90,6 +99,7 @@ class SymbolicModel:
             self.state_low = np.full(self.nx, -np.inf)
         if self.state_high.size == 0:
             self.state_high = np.full(self.nx, np.inf)
+        self._check_layout()
         x = ca.SX.sym("x", self.nx)
         u = ca.SX.sym("u", self.nu)
         w = ca.SX.sym("w", WRENCH_SIZE)
@@ -100,6 +110,33 @@ class SymbolicModel:
         self._jac = ca.Function(
             f"{self.name}_jac", [x, u], [ca.jacobian(xdot, x), ca.jacobian(xdot, u)], ["x", "u"], ["A", "B"]
         )
+
+    def _check_layout(self) -> None:
+        axes, pos, vel = self.position_axes, self.position_indices, self.velocity_indices
+        if not len(axes) == len(pos) == len(vel):
+            raise ConfigError(f"{self.name}: position_axes {axes}, position_indices {pos} and velocity_indices "
+                              f"{vel} must have one entry per axis")
+        if len(set(axes)) != len(axes) or any(a not in AXES for a in axes):
+            raise ConfigError(f"{self.name}: position_axes must be different letters of 'xyz', got {axes}")
+        entries = [*pos, *vel, *self.angle_indices]
+        if len(set(entries)) != len(entries) or any(not 0 <= i < self.nx for i in entries):
+            raise ConfigError(f"{self.name}: position, velocity and angle indices must be different state "
+                              f"entries in [0, {self.nx}), got {pos}, {vel}, {self.angle_indices}")
+
+    def position_slot(self, axis: str) -> tuple[int, int] | None:
+        """(position index, velocity index) of world axis `axis` ('x', 'y', 'z'); None: not modelled."""
+        if axis not in self.position_axes:
+            return None
+        k = self.position_axes.index(axis)
+        return self.position_indices[k], self.velocity_indices[k]
+
+    @property
+    def position_names(self) -> tuple[str, ...]:
+        return tuple(self.state_names[i] for i in self.position_indices)
+
+    @property
+    def angle_names(self) -> tuple[str, ...]:
+        return tuple(self.state_names[i] for i in self.angle_indices)
 
     @property
     def nx(self) -> int:
@@ -181,6 +218,41 @@ class SymbolicModel:
         wv = np.zeros(WRENCH_SIZE) if w is None else as_vector(w, WRENCH_SIZE, f"{self.name} wrench")
         fun = self.rk4_function(dt, substeps)
         return np.asarray(fun(xv, uv, wv), dtype=np.float64).reshape(-1)
+
+
+def _pairs(model: SymbolicModel, x: ArrayLike, ref: ArrayLike) -> tuple[FloatArray, FloatArray, bool]:
+    xs = np.asarray(x, dtype=np.float64)
+    rs = np.asarray(ref, dtype=np.float64)
+    single = xs.ndim == 1 and rs.ndim == 1
+    xs, rs = np.atleast_2d(xs), np.atleast_2d(rs)
+    if xs.shape[-1] != model.nx or rs.shape[-1] != model.nx:
+        raise ConfigError(f"{model.name}: states and references must have {model.nx} entries, "
+                          f"got {xs.shape[-1]} and {rs.shape[-1]}")
+    return xs, rs, single
+
+
+def position_error(model: SymbolicModel, x: ArrayLike, ref: ArrayLike) -> float | FloatArray:
+    """Distance in m between the positions of state x and reference ref (`model.position_indices`).
+
+    x and ref are one state (gives a float) or rows of states (gives one distance per row; a single
+    reference is compared with every row).
+    """
+    xs, rs, single = _pairs(model, x, ref)
+    idx = list(model.position_indices)
+    d: FloatArray = np.linalg.norm(xs[:, idx] - rs[:, idx], axis=1)
+    return float(d[0]) if single else d
+
+
+def angle_error(model: SymbolicModel, x: ArrayLike, ref: ArrayLike) -> float | FloatArray:
+    """Norm in rad of the angle differences (`model.angle_indices`), each wrapped into [-pi, pi).
+
+    Shapes as `position_error`; 0 for a system without angles (quadrotor_1d).
+    """
+    xs, rs, single = _pairs(model, x, ref)
+    idx = list(model.angle_indices)
+    diff = np.mod(xs[:, idx] - rs[:, idx] + math.pi, 2.0 * math.pi) - math.pi
+    d: FloatArray = np.linalg.norm(diff, axis=1)
+    return float(d[0]) if single else d
 
 
 def resolve_params(

@@ -1,6 +1,7 @@
 """Cart-pole as in safe-control-gym's symbolic model.
 
 State [x, x_dot, theta, theta_dot] (theta = 0 upright), input [F] (horizontal force on the cart, N).
+Positions: x (m, the cart along world x); angles: theta (rad).
 With l the pole's half-length and m_t = M + m, safe-control-gym's equations are
     a      = (F + m l theta_dot^2 sin(theta)) / m_t
     th_dd  = (g sin(theta) - cos(theta) a) / (l (4/3 - m cos^2(theta) / m_t))
@@ -60,4 +61,10 @@ def make(substeps: int = 1, **overrides: object) -> SymbolicModel:
         # safe-control-gym's cart-pole terminates at |x| > 2.4 m and |theta| > 90 degrees.
         state_low=np.array([-2.4, -np.inf, -np.pi / 2, -np.inf]),
         state_high=np.array([2.4, np.inf, np.pi / 2, np.inf]),
+        # The cart moves along world x; the pole's angle is an angle, not a position: a tracking task
+        # moves the cart (theta's reference stays upright), and its error is reported apart, in rad.
+        position_axes=("x",),
+        position_indices=(0,),
+        velocity_indices=(1,),
+        angle_indices=(2,),
     )

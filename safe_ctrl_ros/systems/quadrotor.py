@@ -1,5 +1,8 @@
 """Quadrotors (1D, 2D, 3D) as in safe-control-gym's symbolic models, with Crazyflie 2 parameters.
 
+Positions (m) are the entries named after their world axis (x, y, z), angles (rad) phi, theta, psi:
+quadrotor_1d z and none; quadrotor_2d x, z and theta; quadrotor_3d x, y, z and phi, theta, psi.
+
 - quadrotor_1d: x = [z, z_dot], u = [T] (collective thrust, N):  z_dd = T/m - g.
 - quadrotor_2d: x = [x, x_dot, z, z_dot, theta, theta_dot] (theta = pitch), u = [T1, T2]
   (T1 = motors 1+4, T2 = motors 2+3, N):
@@ -114,11 +117,17 @@ def _hover(p: Mapping[str, float], nu: int) -> FloatArray:
     return np.full(nu, p["mass"] * p["gravity"] / nu)
 
 
+# Which entries are positions (named after their world axis, with velocity `<axis>_dot`) and angles.
+_POSITIONS = ("x", "y", "z")
+_ANGLES = ("phi", "theta", "psi")
+
+
 def _make(
     name: str, dyn: object, states: tuple[str, ...], inputs: tuple[str, ...], motors_per_input: int,
     wrench_axes: tuple[str, ...], substeps: int, overrides: Mapping[str, object],
 ) -> SymbolicModel:
     p = resolve_params(name, PARAMS, overrides)
+    axes = tuple(a for a in _POSITIONS if a in states)
     lo, hi = motor_thrust_bounds(p["kf"])
     nu = len(inputs)
     return SymbolicModel(
@@ -135,6 +144,10 @@ def _make(
         wrench_axes=wrench_axes,
         state_low=np.array([_BOUNDS.get(s, (-np.inf, np.inf))[0] for s in states]),
         state_high=np.array([_BOUNDS.get(s, (-np.inf, np.inf))[1] for s in states]),
+        position_axes=axes,
+        position_indices=tuple(states.index(a) for a in axes),
+        velocity_indices=tuple(states.index(f"{a}_dot") for a in axes),
+        angle_indices=tuple(states.index(a) for a in _ANGLES if a in states),
     )
 
 

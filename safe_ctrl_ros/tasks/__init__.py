@@ -1,7 +1,9 @@
 """Tasks: stabilization to a goal and tracking of circle / figure-8 / square references.
 
 `Task.reference(t)` gives the state and input references of a system at times t, so controllers
-(over any horizon), the plant (for logging) and analysis sample the same thing.
+(over any horizon), the plant (for logging) and analysis sample the same thing. A trajectory sets
+the positions and velocities the model declares (`position_axes`, `position_indices`,
+`velocity_indices`); every other entry keeps the goal (the cart-pole's pole stays upright).
 """
 
 from __future__ import annotations
@@ -16,14 +18,6 @@ from safe_ctrl_ros import config_check as check
 from safe_ctrl_ros.errors import ConfigError
 from safe_ctrl_ros.systems.base import FloatArray, SymbolicModel
 from safe_ctrl_ros.tasks.references import AXES, KINDS, MIN_PERIOD, Trajectory
-
-# Which state entries hold the position and velocity of each axis [x, y, z] (None: not modelled).
-_POSITION_SLOTS: dict[str, tuple[tuple[int, int] | None, ...]] = {
-    "cartpole": ((0, 1), None, None),
-    "quadrotor_1d": (None, None, (0, 1)),
-    "quadrotor_2d": ((0, 1), None, (2, 3)),
-    "quadrotor_3d": ((0, 1), (2, 3), (4, 5)),
-}
 
 
 @dataclass
@@ -45,10 +39,11 @@ class Task:
         u_ref = np.tile(self.model.equilibrium()[1], (tt.size, 1))
         if self.trajectory is not None:
             pos, vel = self.trajectory.sample(tt)
-            for axis, slots in enumerate(_POSITION_SLOTS[self.model.name]):
-                if slots is not None:
-                    x_ref[:, slots[0]] = pos[:, axis]
-                    x_ref[:, slots[1]] = vel[:, axis]
+            # The model says which state entries hold each axis' position and velocity.
+            for axis, ip, iv in zip(self.model.position_axes, self.model.position_indices,
+                                    self.model.velocity_indices, strict=True):
+                x_ref[:, ip] = pos[:, AXES[axis]]
+                x_ref[:, iv] = vel[:, AXES[axis]]
         return x_ref, u_ref
 
 
@@ -74,7 +69,7 @@ def make_task(model: SymbolicModel, spec: Mapping[str, object] | None = None, wh
     if len(plane) != 2 or plane[0] == plane[1] or any(c not in AXES for c in plane):
         raise ConfigError(f"{where}.plane: expected two different letters of 'xyz', got {check.shown(plane)}")
     for axis in plane:
-        if _POSITION_SLOTS[model.name][AXES[axis]] is None:
+        if model.position_slot(axis) is None:
             raise ConfigError(f"{where}.plane: {model.name} has no '{axis}' axis for a trajectory in plane '{plane}'")
     offset = check.array(spec.get("offset", [0.0, 0.0]), f"{where}.offset", 1)
     if offset.size != 2:

@@ -18,10 +18,11 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.systems import base
 from safe_ctrl_ros.systems.base import FloatArray
 
 KINDS = ("circle", "figure8", "square")
-AXES = {"x": 0, "y": 1, "z": 2}
+AXES = {a: i for i, a in enumerate(base.AXES)}  # "x": 0, "y": 1, "z": 2
 MIN_PERIOD = 1e-3  # s: one trajectory cycle; shorter is no reference a controller could follow
 
 
