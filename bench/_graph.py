@@ -2,7 +2,8 @@
 owns, stop them all whatever happens, and read CPU time and memory from /proc.
 
 The nodes are started exactly as `safe-ctrl-bringup` starts them (same resolved launch plan, same
-command lines and environment), but as children of the benchmark, so it knows every PID (for RSS
+command lines and environment, the same process start and stop: safe_ctrl_ros/bringup/processes.py),
+but as children of the benchmark, so it knows every PID (for RSS
 and CPU sampling) and every exit code, and writes each node's output to its own log file.
 """
 
@@ -14,12 +15,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from safe_ctrl_ros.bringup import processes
 from safe_ctrl_ros.bringup.domain import claim_domain as claim_free_domain
 from safe_ctrl_ros.bringup.launch_xml import parse_launch_file
 from safe_ctrl_ros.bringup.runner import child_env, node_command
@@ -37,14 +38,6 @@ def claim_domain() -> int:
     domain = claim_free_domain()
     os.environ["ROS_DOMAIN_ID"] = str(domain)
     return domain
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the benchmark dies, even by SIGKILL (Linux prctl)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @contextlib.contextmanager
@@ -92,12 +85,7 @@ class Graph:
 
     def _spawn(self, label: str, cmd: list[str], env: dict[str, str], shutdown_on_exit: bool) -> NodeProcess:
         log = self.log_dir / f"{len(self.procs):03d}_{label.strip('/').replace('/', '_')}.log"
-        with open(log, "wb") as out:
-            popen = subprocess.Popen(
-                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_die_with_parent,
-            )
-        proc = NodeProcess(label, popen, log, shutdown_on_exit)
+        proc = NodeProcess(label, processes.spawn(cmd, env, log), log, shutdown_on_exit)
         self.procs.append(proc)
         return proc
 
@@ -123,17 +111,8 @@ class Graph:
         """SIGINT (a node's clean shutdown), then SIGTERM, then SIGKILL; the exit codes by label.
         A negative code is the signal that ended the process."""
         targets = self.procs if procs is None else procs
-        running = [p for p in targets if p.alive()]
-        for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-            for p in running:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, sig)
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and any(p.alive() for p in running):
-                time.sleep(0.05)
-            running = [p for p in running if p.alive()]
-            if not running:
-                break
+        stages = ((signal.SIGINT, grace), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0))
+        processes.stop([p.popen for p in targets], stages)
         return {p.label: int(p.popen.wait()) for p in targets}
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import signal
@@ -14,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from safe_ctrl_ros.bringup import processes
 from safe_ctrl_ros.bringup.launch_xml import LaunchFileError, LaunchPlan, NodeSpec, find_executable
 
 OWN_PACKAGE = "safe_ctrl_ros"
@@ -30,16 +30,6 @@ def node_command(spec: NodeSpec, inline_params_file: str | None = None) -> list[
         # pip-installed without a colcon build: our nodes are importable modules.
         exe = [sys.executable, "-m", f"{OWN_PACKAGE}.nodes.{spec.exec}"]
     return [*exe, *spec.args, *spec.ros_args(inline_params_file)]
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the bringup process dies, even by SIGKILL (Linux prctl), so a
-    killed bringup never leaves nodes behind."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def child_env(spec: NodeSpec) -> dict[str, str]:
@@ -86,10 +76,7 @@ class ProcessRunner:
     def _start(self, spec: NodeSpec) -> tuple[subprocess.Popen[bytes], threading.Thread]:
         index = self.plan.nodes.index(spec)
         cmd = node_command(spec, spec.write_inline_params(self.params_dir, index))
-        popen = subprocess.Popen(
-            cmd, env=child_env(spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        popen = processes.spawn(cmd, child_env(spec))
         pump = threading.Thread(target=self._pump, args=(spec.label, popen.stdout), daemon=True)
         pump.start()
         _say(f"process started with pid [{popen.pid}]: {spec.label}")
@@ -151,18 +138,13 @@ class ProcessRunner:
         return self.failures[0][1] if self.failures else 0
 
     def stop_all(self) -> None:
-        running = [p for p in self.procs if p.popen.poll() is None]
-        for sig, grace in ((signal.SIGINT, STOP_GRACE_S), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
-            for proc in running:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.popen.pid, sig)
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and any(p.popen.poll() is None for p in running):
-                time.sleep(0.02)
-            running = [p for p in running if p.popen.poll() is None]
-            if not running:
-                break
-            _say(f"{[p.spec.label for p in running]} still running after {sig.name}")
+        stages = ((signal.SIGINT, STOP_GRACE_S), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0))
+        labels = {proc.popen.pid: proc.spec.label for proc in self.procs}
+
+        def report(running: list[subprocess.Popen[bytes]], sig: signal.Signals) -> None:
+            _say(f"{[labels[p.pid] for p in running]} still running after {sig.name}")
+
+        processes.stop([p.popen for p in self.procs], stages, report)
         for proc in self.procs:
             proc.pump.join(timeout=1.0)
 
