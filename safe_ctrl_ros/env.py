@@ -82,7 +82,8 @@ class SafeControlEnv:
             raise ConfigError(f"action must be {self.model.nu} finite numbers, got {np.asarray(u).tolist()}")
         x_ref, u_ref = self.task.reference(self.sim.t)
         evaluation = self.constraints.evaluate(self.sim.x, uv)
-        error = self.sim.x - x_ref[0]
+        x_before = self.sim.x.copy()
+        error = x_before - x_ref[0]
         du = uv - u_ref[0]
         cost = float(error @ self.Q @ error + du @ self.R @ du)
         result = self.episode.step(uv)
@@ -91,7 +92,9 @@ class SafeControlEnv:
         info = {
             "t": self.sim.t,
             "x_ref": x_ref[0],
-            "tracking_error": float(np.linalg.norm(error)),
+            # metres: the distance of the position entries from the reference's (angles apart, radians)
+            "tracking_error": float(systems.position_error(self.model, x_before, x_ref[0])),
+            "angle_error": float(systems.angle_error(self.model, x_before, x_ref[0])),
             "constraint_values": evaluation.values,
             "constraint_violation": evaluation.any_violated,
             "out_of_bounds": result.out_of_bounds,

@@ -138,6 +138,15 @@ def test_env_episode_with_lqr() -> None:
     assert total < 0
 
 
+def test_env_errors_are_the_cart_position_in_metres_and_the_pole_angle_in_radians() -> None:
+    env = SafeControlEnv("cartpole", episode_length=1.0)
+    env.reset(seed=0)
+    env.sim.x = np.array([0.3, 1.0, -0.2, 2.0])  # the state the step's info describes (before stepping)
+    _, _, _, _, info = env.step(np.zeros(1))
+    assert info["tracking_error"] == pytest.approx(0.3)  # x only: not theta, not the rates
+    assert info["angle_error"] == pytest.approx(0.2)
+
+
 def test_env_is_seeded_and_terminates_out_of_bounds() -> None:
     env = SafeControlEnv("cartpole", init_randomization=[0.05] * 4)
     a, _ = env.reset(seed=1)

@@ -374,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plots", type=Path, help="write PNG plots into this folder")
     parser.add_argument("--constraints", type=Path, help="re-evaluate the runs under these constraints")
     parser.add_argument("--system", choices=systems.SYSTEM_NAMES,
-                        help="the runs' system, for bags that do not name it (else inferred from the state size)")
+                        help="the system of every bag given, over what a bag names (bags that do not name it "
+                             "get it inferred from their state size)")
     opts = parser.parse_args(argv)
     try:
         runs = [load_run(b, opts.system) for b in opts.bags]
