@@ -24,6 +24,7 @@ TOOLS = [
     "safe-ctrl-flagship = safe_ctrl_ros.bringup.flagship:main",
     "safe-ctrl-retrain = safe_ctrl_ros.bag.retrain:main",
     "safe-ctrl-sweep = safe_ctrl_ros.sweep.cli:main",
+    "safe-ctrl-render = safe_ctrl_ros.simulation.mujoco.render:main",
 ]
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,47 @@ def summarize_all(records: list[dict[str, Any]], data: list[dict[str, Any]], see
     return out
 
 
+SEED_DRIVES = {"data": "collect's generator (trajectories, exploration noise)", "split": "the validation split",
+               "batches": "the batch order (the same for every method of a seed)",
+               "perturbations": "ForwardGradientConfig.seed", "derived_by": "numpy SeedSequence(seed)"}
+
+
+def report(out: Path, records: list[dict[str, Any]], data: list[dict[str, Any]], seeds: list[int],
+           settings: dict[str, Any], **top: Any) -> None:
+    """Print the summaries of `records` and write the result file."""
+    result = summarize_all(records, data, seeds)
+    for key, entry in result["summaries"].items():
+        s = entry["final_val_loss"]
+        if s["n"]:
+            print(f"{key:<20} final validation loss mean {s['mean']:.6f} [{s['ci95_low']:.6f}, {s['ci95_high']:.6f}] "
+                  f"worst {s['worst']:.6f} (above start: {s.get('above_start', '-')}, non-finite: {s['non_finite']})")
+    for name, p in result["paired"].items():
+        print(f"{name}: mean {p['mean']:.2f}x [{p['ci95_low']:.2f}, {p['ci95_high']:.2f}], median {p['median']:.2f}x, "
+              f"worst seed {p['worst']:.2f}x, best {p['best']:.2f}x")
+    if "qzo_ff_over_bp" in result["paired"]:
+        print("goal: QZO-FF within 1.25x of backprop (mean and worst seed)")
+    write_records(out, records, **top, seeds=seeds, seed_drives=SEED_DRIVES, settings=settings, data=data, **result)
+
+
+def merge(out: Path, parts: list[Path]) -> int:
+    """One result file from result files of the same settings and different seeds (seeds run in
+    parallel processes): records and data concatenated by seed, the summaries over all of them."""
+    loaded = [json.loads(p.read_text()) for p in parts]
+    settings = loaded[0]["settings"]
+    for path, part in zip(parts, loaded, strict=True):
+        if part["settings"] != settings:
+            raise SystemExit(f"{path}: other settings than {parts[0]}")
+    seeds = sorted(s for part in loaded for s in part["seeds"])
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"the parts share seeds: {seeds}")
+    records = sorted((r for part in loaded for r in part["records"]), key=lambda r: r["seed"])  # stable: job order
+    data = sorted((d for part in loaded for d in part["data"]), key=lambda d: d["seed"])
+    merged_from = [{"file": str(p), "seeds": part["seeds"], "provenance": part["provenance"],
+                    "sources": part["sources"]} for p, part in zip(parts, loaded, strict=True)]
+    report(out, records, data, seeds, settings, merged_from=merged_from)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10, help="seeds 0 .. N-1")
@@ -235,8 +277,12 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=MODEL, help="the pretrained residual")
     parser.add_argument("--quick", action="store_true",
                         help="a CI-sized run: 2 seeds, 2 000 passes, 200 backprop steps, 2 episodes")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="PART",
+                        help="write one result file from these result files (other seeds, same settings); run nothing")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "adapter_accuracy.json")
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.out, args.merge)
     sources = fingerprint(*SOURCES)
     if args.quick:
         args.seeds, args.passes, args.bp_steps = min(args.seeds, 2), min(args.passes, 2000), min(args.bp_steps, 200)
@@ -252,34 +298,14 @@ def main() -> int:
         print(f"seed {seed} took {info['seconds']} s", flush=True)
         data.append(info)
         records += recs
-    result = summarize_all(records, data, seeds)
-    for key, entry in result["summaries"].items():
-        s = entry["final_val_loss"]
-        if s["n"]:
-            print(f"{key:<20} final validation loss mean {s['mean']:.6f} [{s['ci95_low']:.6f}, {s['ci95_high']:.6f}] "
-                  f"worst {s['worst']:.6f} (above start: {s.get('above_start', '-')}, non-finite: {s['non_finite']})")
-    for name, p in result["paired"].items():
-        print(f"{name}: mean {p['mean']:.2f}x [{p['ci95_low']:.2f}, {p['ci95_high']:.2f}], "
-              f"worst seed {p['worst']:.2f}x, best {p['best']:.2f}x")
-    if "qzo_ff_over_bp" in result["paired"]:
-        print("goal: QZO-FF within 1.25x of backprop (mean and worst seed)")
-    write_records(
-        args.out, records,
-        sources=sources_record(sources, *SOURCES),
-        seeds=seeds,
-        seed_drives={"data": "collect's generator (trajectories, exploration noise)", "split": "the validation split",
-                     "batches": "the batch order (the same for every method of a seed)",
-                     "perturbations": "ForwardGradientConfig.seed", "derived_by": "numpy SeedSequence(seed)"},
-        settings={"passes": args.passes, "steps": args.steps, "bp_steps": args.bp_steps, "bp_lrs": args.bp_lrs,
-                  "qat_lr": args.qat_lr, "batch": args.batch, "episodes": args.episodes,
-                  "steps_per_episode": STEPS_PER_EPISODE, "dt": DT, "mass_scale": MASS_SCALE,
-                  "val_fraction": 0.2, "qzo_defaults": {"eps": EPS, "lr": LR}, "fg_fp32_eps": FLOAT_EPS,
-                  "bp_threads": 1, "variants": args.variants,
-                  "model": str(args.model.relative_to(REPO)) if args.model.is_relative_to(REPO) else str(args.model),
-                  "model_sha256": hashlib.sha256(args.model.read_bytes()).hexdigest()[:16], "model_meta": start.meta},
-        data=data,
-        **result,
-    )
+    settings = {"passes": args.passes, "steps": args.steps, "bp_steps": args.bp_steps, "bp_lrs": args.bp_lrs,
+                "qat_lr": args.qat_lr, "batch": args.batch, "episodes": args.episodes,
+                "steps_per_episode": STEPS_PER_EPISODE, "dt": DT, "mass_scale": MASS_SCALE,
+                "val_fraction": 0.2, "qzo_defaults": {"eps": EPS, "lr": LR}, "fg_fp32_eps": FLOAT_EPS,
+                "bp_threads": 1, "variants": args.variants,
+                "model": str(args.model.relative_to(REPO)) if args.model.is_relative_to(REPO) else str(args.model),
+                "model_sha256": hashlib.sha256(args.model.read_bytes()).hexdigest()[:16], "model_meta": start.meta}
+    report(args.out, records, data, seeds, settings, sources=sources_record(sources, *SOURCES))
     return 0
 
 

@@ -137,6 +137,12 @@ def main() -> int:
         top["flagship"] = {**FLAGSHIP, "model": str(MODEL.relative_to(REPO)),
                            **{f"{k}_bytes": v for k, v in fl.items()},
                            "bp_over_qzo_ff": fl["bp"] / max(fl["qzo_ff"], 1)}
+        # The goals issue #18 sets, judged on these figures.
+        top["goals"] = {
+            "flagship_bp_over_qzo_ff_at_least_2_8": fl["bp"] / max(fl["qzo_ff"], 1) >= 2.8,
+            "bp_over_qzo_ff_at_deepest_at_least_10": float(top["bp_over_qzo_ff_min_at_deepest"]) >= 10,  # type: ignore[arg-type]
+            "qzo_ff_flat_in_depth_within_5_percent": float(top["qzo_ff_max_over_min_worst"]) <= 1.05,  # type: ignore[arg-type]
+        }
         print(f"flagship adapter (8-32-32-6, batch 128): {fl}, backprop / QZO-FF "
               f"{fl['bp'] / max(fl['qzo_ff'], 1):.2f}x")
     write_records(args.out, records, rule=RULE, summaries=top)

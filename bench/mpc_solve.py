@@ -340,10 +340,11 @@ def run_loop(loop: Loop, steps: int, around: Callable[[int, Callable[[], FloatAr
     model, task, scn = loop.model, loop.task, loop.scn
     x = _start(loop)
     pos, ang = list(model.position_indices), list(model.angle_indices)
-    times, inputs, oks, iterations, measures, pos_err, ang_err = [], [], [], [], [], [], []
+    times, inputs, oks, iterations, measures, pos_err, ang_err, states = [], [], [], [], [], [], [], []
     clock = time.perf_counter
     for k in range(steps):
         t = k * DT
+        states.append(x)
         if around is None:
             start = clock()
             u = loop.law(x, t)
@@ -359,7 +360,7 @@ def run_loop(loop: Loop, steps: int, around: Callable[[int, Callable[[], FloatAr
         ref = task.reference((k + 1) * DT)[0][0]
         pos_err.append(float(np.linalg.norm(x[pos] - ref[pos])))
         ang_err.append(float(np.linalg.norm(x[ang] - ref[ang])) if ang else 0.0)
-    return {"times": np.array(times), "inputs": np.array(inputs), "ok": np.array(oks),
+    return {"times": np.array(times), "inputs": np.array(inputs), "ok": np.array(oks), "states": np.array(states),
             "iterations": np.array(iterations), "measures": np.array(measures, dtype=float),
             "pos_err": np.array(pos_err), "ang_err": np.array(ang_err)}
 
@@ -368,7 +369,16 @@ def _rms(v: FloatArray) -> float:
     return float(np.sqrt(np.mean(np.square(v))))
 
 
-def latency_record(scenario: str, group: str, solver: str, scale: float) -> tuple[dict[str, Any], FloatArray]:
+def replay(scenario: str, solver: str, states: FloatArray, inputs: FloatArray) -> dict[str, float]:
+    """A converged solver fed the reference loop's states (its warm start its own previous
+    solution): how far its commands are from the reference's at the same state."""
+    loop = make_loop(scenario, "converged", solver)
+    du = np.array([np.abs(loop.law(x, k * DT) - inputs[k]).max() for k, x in enumerate(states)])
+    return {"p50": float(np.median(du)), "p99": float(np.percentile(du, 99)), "max": float(du.max()),
+            "at_step": int(du.argmax())}
+
+
+def latency_record(scenario: str, group: str, solver: str, scale: float) -> tuple[dict[str, Any], dict[str, Any]]:
     loop = make_loop(scenario, group, solver)
     steps = steps_of(scenario, scale)
     out = run_loop(loop, steps)
@@ -396,7 +406,7 @@ def latency_record(scenario: str, group: str, solver: str, scale: float) -> tupl
             record["unconverged"] = int((~out["ok"]).sum())
         finite = measures[np.isfinite(measures)]
         record["convergence_worst"] = float(finite.max()) if finite.size else None
-    return record, out["inputs"]
+    return record, out
 
 
 # --- instruction counts (callgrind) ----------------------------------------------------------------
@@ -526,7 +536,7 @@ def ratio_entry(group: str, scenario: str, solver: str, vs: str, a: dict[str, An
     }
 
 
-def summaries(records: list[dict[str, Any]], inputs: dict[tuple[str, str, str], FloatArray]) -> list[dict[str, Any]]:
+def summaries(records: list[dict[str, Any]], same_state: dict[tuple[str, str], dict[str, float]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for scenario, scn in SCENARIOS.items():
         for group in scn.groups:
@@ -554,14 +564,17 @@ def summaries(records: list[dict[str, Any]], inputs: dict[tuple[str, str, str], 
                 entry["solver_group"], entry["vs_group"] = "converged", "rti"
                 out.append(entry)
             if _find(records, "converged", scenario, AGREEMENT_REFERENCE) is not None:
-                out.append(agreement(records, inputs, scenario))
+                out.append(agreement(records, same_state, scenario))
     return out
 
 
-def agreement(records: list[dict[str, Any]], inputs: dict[tuple[str, str, str], FloatArray],
+def agreement(records: list[dict[str, Any]], same_state: dict[tuple[str, str], dict[str, float]],
               scenario: str) -> dict[str, Any]:
-    """Do the converged solvers solve the same problem to the same answer? Their closed loops
-    against ipopt's (nlpsol): largest input difference over the run, relative RMSE difference."""
+    """Do the converged solvers solve the same problem to the same answer? Against ipopt
+    (nlpsol): the relative difference of the closed-loop RMSEs (each its own loop; must be within
+    RMSE_REL_TOL, with no unconverged solve) and the command difference at the same states
+    (`replay`: p50 / p99 / max over the run, N; reported, no threshold: a nonconvex NLP may have
+    more than one local solution, and solvers may pick different ones)."""
     ref = _find(records, "converged", scenario, AGREEMENT_REFERENCE)
     assert ref is not None
     entry: dict[str, Any] = {"group": "converged", "scenario": scenario, "check": "agreement",
@@ -570,11 +583,10 @@ def agreement(records: list[dict[str, Any]], inputs: dict[tuple[str, str, str], 
         r = _find(records, "converged", scenario, solver)
         if r is None or solver == AGREEMENT_REFERENCE:
             continue
-        du = float(np.abs(inputs[("converged", scenario, solver)] - inputs[("converged", scenario, AGREEMENT_REFERENCE)]).max())
         rel = abs(r["rmse"] - ref["rmse"]) / ref["rmse"]
         ok = rel <= RMSE_REL_TOL and r["unconverged"] == 0
-        entry["solvers"][solver] = {"max_input_difference": du, "rmse_rel_difference": rel,
-                                    "unconverged": r["unconverged"], "agrees": ok}
+        entry["solvers"][solver] = {"rmse_rel_difference": rel, "unconverged": r["unconverged"], "agrees": ok,
+                                    "same_state_input_difference": same_state.get((scenario, solver))}
     entry["agreeing"] = [s for s, v in entry["solvers"].items() if v["agrees"]]
     entry["not_agreeing"] = [s for s, v in entry["solvers"].items() if not v["agrees"]]
     return entry
@@ -598,18 +610,23 @@ def main() -> int:
                                args.callgrind_library)
 
     records: list[dict[str, Any]] = []
-    inputs: dict[tuple[str, str, str], FloatArray] = {}
+    same_state: dict[tuple[str, str], dict[str, float]] = {}
     load_before = [round(v, 2) for v in os.getloadavg()]
     print(f"{'group':<10}{'scenario':<18}{'solver':<12}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'rmse':>9}"
           f"{'fails':>6}{'iters':>7}")
     for scenario in args.scenarios:
         for group in SCENARIOS[scenario].groups:
+            loops = {}
             for solver in GROUPS[group]:
-                r, u = latency_record(scenario, group, solver, args.steps_scale)
+                r, loops[solver] = latency_record(scenario, group, solver, args.steps_scale)
                 records.append(r)
-                inputs[(group, scenario, solver)] = u
                 print(f"{group:<10}{scenario:<18}{solver:<12}{r['p50_ms']:>8.3f}{r['p99_ms']:>8.3f}{r['max_ms']:>8.2f}"
                       f"{r['rmse']:>9.4f}{r['failures']:>6}{r['iterations_p50']:>7.1f}", flush=True)
+            if group == "converged":
+                ref = loops[AGREEMENT_REFERENCE]
+                for solver in GROUPS[group]:
+                    if solver != AGREEMENT_REFERENCE:
+                        same_state[(scenario, solver)] = replay(scenario, solver, ref["states"], ref["inputs"])
     load_after = [round(v, 2) for v in os.getloadavg()]
 
     why_not = "skipped (--no-callgrind)" if args.no_callgrind else callgrind_tools()
@@ -642,7 +659,7 @@ def main() -> int:
                 elif r["scenario"] == scenario:
                     r["instructions_note"] = f"not counted: p50 above {args.callgrind_max_ms:g} ms"
             print(f"callgrind {scenario}: {len(keys)} solvers in {time.perf_counter() - started:.0f} s", flush=True)
-    sums = summaries(records, inputs)
+    sums = summaries(records, same_state)
     for s in sums:
         if s.get("check") == "agreement":
             print(f"{s['scenario']}: agree with {s['vs']}: {s.get('agreeing')}, not: {s.get('not_agreeing')} "

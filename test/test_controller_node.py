@@ -155,3 +155,81 @@ def test_model_updates_are_checked_and_swapped_in(ros_context: object) -> None:
     assert "model update v3 rejected: layer sizes [5, 9, 4] do not match the controller's [5, 8, 4]" in output
     assert "model v7 in use" in output
     assert "older than the last answered" in output
+
+
+def test_a_lockstep_adapters_rounds_are_waited_for_and_swapped_in_at_their_due(ros_context: object) -> None:
+    """adapter.sync: nothing is answered before the adapter's announcement; a state at a round's due
+    waits for that round's status (and model), whose model is in use from exactly that state; a round
+    that never reports holds the loop for adapter.sync_timeout, then the controller goes on."""
+    import time
+
+    from builtin_interfaces.msg import Time
+
+    from safe_ctrl_ros.msg import AdapterStatus, Command
+    from safe_ctrl_ros.ros.qos import COMMAND_QOS
+
+    dt = 20_000_000
+    spec = ResidualSpec(4, 1, hidden=(8,), activation="tanh")
+    ctrl = subprocess.Popen(
+        [*executable("controller"), "--ros-args", "-r", "__ns:=/sync", "-p", "controller:=nmpc",
+         "-p", "residual.enabled:=true", "-p", "residual.hidden:=[8]", "-p", "residual.activation:=tanh",
+         "-p", "nmpc.horizon:=10", "-p", "max_state_age:=0.0", "-p", "adapter.sync:=true",
+         "-p", "adapter.sync_timeout:=3.0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    node = Node("adapter_double", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    cmds: dict[int, float] = {}  # stamp -> wall time answered
+    versions: dict[int, int] = {}
+    node.create_subscription(Command, "/sync/cmd", lambda m: cmds.setdefault(
+        m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, time.monotonic()), COMMAND_QOS)
+    node.create_subscription(ControllerStatus, "/sync/controller/status", lambda m: versions.setdefault(
+        m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m.model_version), STATUS_QOS)
+    state_pub = node.create_publisher(State, "/sync/state", STATE_QOS)
+    status_pub = node.create_publisher(AdapterStatus, "/sync/adapter/status", with_depth(LATCHED_QOS, 10))
+    model_pub = node.create_publisher(ModelUpdate, "/sync/adapter/model", LATCHED_QOS)
+
+    def t(ns: int) -> Time:
+        return Time(sec=ns // 10**9, nanosec=ns % 10**9)
+
+    def answered(k: int, within: float) -> float | None:
+        """Send state k as a lockstep plant does (again every 0.1 s) until it is answered: the wall s it took."""
+        begin = time.monotonic()
+        while time.monotonic() - begin < within:
+            state_pub.publish(state_msg(np.array([0.0, 0.0, 0.05, 0.0]), k * dt))
+            if spin_until(executor, lambda: k * dt in cmds, 0.1):
+                return cmds[k * dt] - begin
+        return None
+
+    try:
+        assert spin_until(executor, lambda: state_pub.get_subscription_count() > 0, 30.0)
+        assert answered(0, 2.0) is None  # no announcement yet: held
+        status_pub.publish(AdapterStatus(round=0, outcome="announced", lockstep=True, next_due=t(3 * dt)))
+        # Round 1's model comes early (training finished fast): it must still go in at its due, state 3.
+        weights = np.zeros(spec.num_params, dtype=np.int16)
+        weights[-3] = 100
+        model_pub.publish(ModelUpdate(version=4, activation="tanh", layer_sizes=[5, 8, 4], weights=weights.tolist(),
+                                      scales=[1e-4] * 4, validation_loss=0.5, round=1, due=t(3 * dt)))
+        assert answered(0, 20.0) is not None
+        assert answered(1, 5.0) is not None
+        assert answered(2, 5.0) is not None
+        assert answered(3, 1.5) is None  # due: round 1 has not reported
+        status_pub.publish(AdapterStatus(round=1, outcome="accepted", version=4, lockstep=True, due=t(3 * dt),
+                                         next_due=t(6 * dt)))
+        assert answered(3, 5.0) is not None
+        assert answered(4, 5.0) is not None
+        assert answered(5, 5.0) is not None
+        waited = answered(6, 10.0)  # round 2 never reports: after adapter.sync_timeout the loop goes on
+        assert waited is not None
+        assert 2.5 < waited < 6.0
+        assert spin_until(executor, lambda: all(k * dt in versions for k in range(7)), 10.0)
+        assert [versions[k * dt] for k in range(7)] == [0, 0, 0, 4, 4, 4, 4]
+    finally:
+        node.destroy_node()
+        ctrl.terminate()
+        try:
+            ctrl.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            ctrl.kill()
+            ctrl.communicate()

@@ -80,6 +80,18 @@ def test_torch_instrument_counts_known_buffers_exactly() -> None:
     assert torch_peak(lambda: w.add_(1.0)) <= 16  # nor does an in-place op (the 4000 B exist before)
 
 
+def test_torch_instrument_ignores_frees_of_blocks_from_an_earlier_profile() -> None:
+    torch = pytest.importorskip("torch")
+    kept: list[object] = []
+    torch_peak(lambda: kept.append(torch.empty(5000, dtype=torch.uint8)))  # allocated while profiling
+
+    def step() -> None:
+        kept.clear()  # frees the 5000 B of the earlier profile: not this step's
+        torch.empty(3000, dtype=torch.uint8)
+
+    assert torch_peak(step) == 3000
+
+
 def test_held_bytes_counts_shared_storage_once() -> None:
     torch = pytest.importorskip("torch")
     a = np.zeros(1000, np.float32)
@@ -150,9 +162,21 @@ def test_backprop_counts_gradients_and_adam_moments() -> None:
     spec, theta, data = _setup(3, 32, 8)
     m = training_memory(Backprop(spec, theta, np.ones(NX), lr=1e-3), data)
     params = 4 * spec.num_params  # float32
-    # A fresh trainer's first step allocates the gradients and Adam's two moments (3 x the weights).
+    # A step holds the gradients and Adam's two moments (3 x the weights) besides its activations.
     assert m.step_peak >= 3 * params
     assert m.instrument == "torch.profiler"
+
+
+def test_backprop_figure_is_the_steady_state_one_whether_or_not_the_trainer_stepped() -> None:
+    spec, theta, data = _setup(3, 32, 64)
+    bp = Backprop(spec, theta, np.ones(NX), lr=1e-3)
+    fresh = training_memory(bp, data)
+    bp.step(data)
+    bp.step(data)
+    # Adam's moments exist through a steady-state step (kept state): the same bytes either way.
+    assert training_memory(bp, data) == fresh
+    moments = 2 * 4 * spec.num_params
+    assert fresh.step_peak - fresh.inference_peak > moments
 
 
 def test_fp32_forward_gradient_counts_its_kept_mask() -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import time
 
 import numpy as np
 import pytest
@@ -39,14 +38,49 @@ def test_every_solver_tracks_the_figure8(solver: str) -> None:
     assert rmse < 0.02, rmse
 
 
-def test_default_solver_is_the_benchmarked_one() -> None:
-    """The default is the solver bench/mpc_solve.py found fastest (median solve time summed over its
-    scenarios; a 250-step p99 is mostly the machine's noise) among those that never failed in any
-    scenario; the benchmark's JSON is part of the repository."""
-    records = json.loads((Path(__file__).resolve().parents[1] / "bench/results/mpc_solve.json").read_text())
-    reliable = {s for s in SOLVERS if all(r["failures"] == 0 for r in records if r["solver"] == s)}
-    total_p50 = {s: sum(r["p50_ms"] for r in records if r["solver"] == s) for s in reliable}
-    assert NmpcConfig().solver == min(total_p50, key=total_p50.__getitem__) == SOLVERS[0]
+def _ranking_cases() -> list[tuple[str, object, object, object, list[float] | None, int]]:
+    pole = {"kind": "bounded", "name": "pole", "active_dims": [2, 3], "lower": -0.2, "upper": 0.2}
+    tilt = {"kind": "bounded", "name": "tilt", "active_dims": [4], "lower": -0.07, "upper": 0.07}
+    return [  # system, task, Q, constraints, start (None: on the reference), steps
+        ("quadrotor_2d", FIG8, QUAD_Q, None, None, 50),
+        ("quadrotor_2d", FIG8, QUAD_Q, [tilt], None, 220),  # fatrop fails from step 38, qrqp from 199
+        ("cartpole", None, [1.0, 1.0, 10.0, 1.0], [pole], [0.0, 0.0, 0.15, 0.0], 50),
+    ]
+
+
+def test_default_solver_is_the_fastest_that_never_fails() -> None:
+    """The default is the solver with the smallest summed median solve time among those that never
+    fail, measured here on the code rather than read from a results file (a committed JSON keeps
+    passing after a change that makes another solver faster or the default fail). Closed loops of
+    the unconstrained figure-8, the figure-8 under the active tilt limit (long enough for sqp_qrqp
+    and fatrop to fail; a loop stops at its first failure) and the cart-pole under its pole
+    constraints; the median is over the first 50 calls, each timed in thread CPU time, so time the
+    scheduler gives to other processes does not count. Each solver's loop runs on its own (warm
+    caches, as in bench/mpc_solve.py). The margin: sqp_hpipm, the runner-up among the reliable
+    solvers, takes about 1.4x rti_hpipm's instructions per call (bench/results/mpc_solve.json).
+    sqp_qrqp can be as fast as rti_hpipm on the cart-pole but fails under the tilt limit."""
+    times: dict[str, list[float]] = {s: [] for s in SOLVERS}
+    failed: set[str] = set()
+    for system, task_spec, q, cons_spec, x0, steps in _ranking_cases():
+        model = systems.make(system)
+        task = make_task(model, task_spec)
+        cons = make_constraints(cons_spec, model.nx, model.nu) if cons_spec else None
+        for solver in SOLVERS:
+            ctrl = Nmpc(model, task, NmpcConfig(solver=solver, Q=q, R=0.1), cons)
+            x = np.asarray(x0 if x0 is not None else task.reference(0.0)[0][0], dtype=float)
+            spent = []
+            for k in range(steps):
+                start = time.thread_time()
+                result = ctrl.solve(x, k * 0.02)
+                spent.append(time.thread_time() - start)
+                if not result.success:
+                    failed.add(solver)
+                    break
+                x = model.step(x, result.u, 0.02, 10)
+            times[solver].append(float(np.median(spent[1:50])))  # the first call sets up the solver
+    total = {s: sum(t) for s, t in times.items() if s not in failed}
+    assert failed  # the reliability filter is exercised, not vacuous
+    assert NmpcConfig().solver == SOLVERS[0] == min(total, key=total.__getitem__), (total, failed)
 
 
 @pytest.mark.parametrize("scenario", ["figure8", "pole_constraints"])
@@ -180,3 +214,86 @@ def test_rti_iterations_converge_to_the_nlp_solution() -> None:
     assert many.iterations == 15
     np.testing.assert_allclose(many.u_pred, exact.u_pred, atol=1e-4)
     assert np.abs(many.u_pred - exact.u_pred).max() < np.abs(one.u_pred - exact.u_pred).max()
+
+
+def _pole_case() -> tuple[object, object, object, dict[str, object], np.ndarray]:
+    model = systems.make("cartpole")
+    task = make_task(model, None)
+    pole = {"kind": "bounded", "name": "pole", "active_dims": [2, 3], "lower": -0.2, "upper": 0.2}
+    cfg = {"Q": [1.0, 1.0, 10.0, 1.0], "R": 0.1, "horizon": 15}
+    return model, task, make_constraints([pole], 4, 1), cfg, np.array([0.0, 0.0, 0.15, 0.25])
+
+
+def test_gauss_newton_stops_once_converged() -> None:
+    """rti_hpipm with sqp_tol iterates until the full step's largest entry is <= sqp_tol, then
+    stops paying for QPs: fewer iterations than the cap, the same iterate as taking every step,
+    ipopt's optimum; with too small a cap it says it did not converge (and the iterate is still
+    usable: the linear constraints hold)."""
+    model, task, cons, cfg, x0 = _pole_case()
+    exact = Nmpc(model, task, NmpcConfig(solver="ipopt", **cfg), cons).solve(x0, 0.0)
+    gn = Nmpc(model, task, NmpcConfig(solver="rti_hpipm", sqp_iterations=30, sqp_tol=1e-10, **cfg), cons).solve(x0, 0.0)
+    every = Nmpc(model, task, NmpcConfig(solver="rti_hpipm", sqp_iterations=30, **cfg), cons).solve(x0, 0.0)
+    assert gn.success
+    assert gn.status == "converged"
+    assert 1 < gn.iterations < 30
+    assert gn.step_norm <= 1e-10
+    np.testing.assert_allclose(gn.u_pred, every.u_pred, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(gn.u_pred, exact.u_pred, rtol=0, atol=1e-4)
+    capped = Nmpc(model, task, NmpcConfig(solver="rti_hpipm", sqp_iterations=2, sqp_tol=1e-12, **cfg), cons).solve(x0, 0.0)
+    assert capped.success
+    assert capped.iterations == 2
+    assert capped.status == "not converged in 2 iterations"
+    assert capped.step_norm > 1e-12
+    assert np.isnan(every.step_norm)  # no tolerance, no step norm reported
+    with pytest.raises(ConfigError, match="sqp_tol"):
+        NmpcConfig(solver="ipopt", sqp_tol=1e-8).validate()
+    with pytest.raises(ConfigError, match="sqp_tol"):
+        NmpcConfig(sqp_tol=-1.0).validate()
+
+
+def test_shifted_duals_follow_the_stages() -> None:
+    """shift_duals moves each stage's multipliers one stage forward like the primal warm start:
+    rows of stage k take stage k+1's, the last stage keeps its own, and x_0 = x0 takes minus the
+    old first gap's (the costate of the new x_0)."""
+    model, task, cons, cfg, _ = _pole_case()
+    ctrl = Nmpc(model, task, NmpcConfig(shift_duals=True, **cfg), cons)
+    nx, n, ns = model.nx, ctrl.cfg.horizon, ctrl.ns
+    rows = nx + ns  # per stage: gap, soft rows (no hard rows here); stage 0 also has x_0 = x0
+    lam_g = np.arange(ctrl.g.shape[0], dtype=float) + 1.0
+    lam_x = np.arange(ctrl.w.shape[0], dtype=float) + 1.0
+    new_x, new_g = (np.asarray(v).ravel() for v in ctrl._shift_duals(lam_x, lam_g))
+    st = ctrl.stage
+    np.testing.assert_array_equal(new_x[: (n - 1) * st], lam_x[st : n * st])
+    np.testing.assert_array_equal(new_x[(n - 1) * st : (n - 1) * st + nx], lam_x[n * st :])
+    np.testing.assert_array_equal(new_x[n * st :], lam_x[n * st :])
+    first = rows + nx
+    np.testing.assert_array_equal(new_g[:nx], lam_g[first : first + nx])  # gap_0 <- gap_1
+    np.testing.assert_array_equal(new_g[nx : 2 * nx], -lam_g[:nx])  # x_0 = x0 <- -gap_0
+    np.testing.assert_array_equal(new_g[2 * nx : first], lam_g[first + nx : first + rows])  # path_0 <- path_1
+    np.testing.assert_array_equal(new_g[first : first + (n - 2) * rows], lam_g[first + rows :])
+    np.testing.assert_array_equal(new_g[first + (n - 2) * rows :], lam_g[first + (n - 2) * rows :])
+
+
+def test_ipopt_warm_started_from_shifted_duals_takes_fewer_iterations() -> None:
+    """The converged baseline of bench/mpc_solve.py: ipopt from the shifted primal-dual solution
+    (warm_start_init_point) gives the same commands as ipopt's default start from the shifted
+    primal alone, in fewer iterations (about 0.57x on this loop)."""
+    model = systems.make("quadrotor_2d")
+    task = make_task(model, FIG8)
+    tilt = {"kind": "bounded", "name": "tilt", "active_dims": [4], "lower": -0.07, "upper": 0.07}
+    cons = make_constraints([tilt], model.nx, model.nu)
+    warm = {"ipopt.warm_start_init_point": "yes", "ipopt.mu_init": 1e-4, "ipopt.warm_start_bound_push": 1e-6,
+            "ipopt.warm_start_mult_bound_push": 1e-6}
+    plain = Nmpc(model, task, NmpcConfig(solver="ipopt", Q=QUAD_Q), cons)
+    shifted = Nmpc(model, task, NmpcConfig(solver="ipopt", Q=QUAD_Q, shift_duals=True, solver_options=warm), cons)
+    x = task.reference(0.0)[0][0]
+    iterations = {"plain": 0, "shifted": 0}
+    for k in range(60):
+        a, b = plain.solve(x, k * 0.02), shifted.solve(x, k * 0.02)
+        assert a.success
+        assert b.success
+        np.testing.assert_allclose(b.u, a.u, rtol=0, atol=1e-5)
+        iterations["plain"] += a.iterations
+        iterations["shifted"] += b.iterations
+        x = model.step(x, a.u, 0.02, 10)
+    assert iterations["shifted"] < 0.8 * iterations["plain"], iterations

@@ -140,3 +140,84 @@ def test_cli_on_a_bag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "'/nope' is not in the bag" in capsys.readouterr().err
     assert main([str(tmp_path / "missing"), "--model-file", str(MODEL)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# --- the round loop shared with the adapter node (safe_ctrl_ros.learning.rounds) -------------------
+def _rounds(settings_values: dict[str, object]) -> tuple[object, object]:
+    from safe_ctrl_ros.learning.adapter import OnlineAdapter
+    from safe_ctrl_ros.learning.rounds import Rounds
+
+    settings = adapter_settings({**node_params(PARAMS, "adapter"), "model_file": str(MODEL), **settings_values})
+    core = OnlineAdapter(load_model(MODEL, 6, 2), systems.make("quadrotor_2d"), settings.config)
+    return Rounds(core, settings.schedule(), settings.steps_per_update, settings.policy), settings
+
+
+def test_rounds_depend_on_stamps_not_on_arrival_order() -> None:
+    """The node gets states and commands in any order, re-sent, interleaved with its rounds: each round
+    still trains on the transitions up to its data end, in stamp order, and gives the same versions."""
+    states, cmds = heavy_run(400)
+    ordered, _ = _rounds({})
+    for stamp, x in states:
+        ordered.state(stamp, x)  # type: ignore[attr-defined]
+        ordered.command(stamp, cmds[stamp])  # type: ignore[attr-defined]
+    shuffled, _ = _rounds({})
+    rng = np.random.default_rng(1)
+    parts = [("s", s, x) for s, x in states] + [("c", s, u) for s, u in cmds.items()]
+    parts += [parts[i] for i in rng.integers(0, len(parts), 100)]  # re-sends
+    order = rng.permutation(len(parts))
+    # Arrivals in random order, but a round only once everything up to its end is in (as in lockstep).
+    results = []
+    for i in order:
+        kind, stamp, v = parts[i]
+        (shuffled.state if kind == "s" else shuffled.command)(stamp, v)  # type: ignore[attr-defined]
+    while shuffled.next_round()[0] <= states[-1][0]:  # type: ignore[attr-defined]
+        assert shuffled.complete(with_verdicts=False)  # type: ignore[attr-defined]
+        results.append(shuffled.run(shuffled.take()))  # type: ignore[attr-defined]
+    expected = []
+    while ordered.next_round()[0] <= states[-1][0]:  # type: ignore[attr-defined]
+        expected.append(ordered.run(ordered.take()))  # type: ignore[attr-defined]
+    assert [(r.outcome, r.version, r.val_loss, r.transitions) for r in results] == [
+        (r.outcome, r.version, r.val_loss, r.transitions) for r in expected]
+    assert [r.due_ns - r.data_end_ns for r in results] == [500_000_000] * len(results)
+    assert sum(r.version > 0 and r.outcome == "accepted" for r in results) >= 1
+    assert results[0].transitions == 25  # the 25 transitions into 0.02 .. 0.5 s
+
+
+def test_a_lost_state_is_counted_missing() -> None:
+    states, cmds = heavy_run(60)
+    rounds, _ = _rounds({})
+    for stamp, x in states:
+        if stamp != 10 * round(DT * 1e9):  # state 10 lost: the transitions into and out of it are missing
+            rounds.state(stamp, x)  # type: ignore[attr-defined]
+        rounds.command(stamp, cmds[stamp])  # type: ignore[attr-defined]
+    first = rounds.run(rounds.take())  # type: ignore[attr-defined]
+    assert (first.transitions, first.missing) == (23, 2)
+
+
+def test_retrain_replays_the_rollback_and_freeze_policy() -> None:
+    """Violations that rise after an update (the monitor's verdicts, by stamp) roll it back at the first
+    round whose data cover `rollback.window` states after its due; a safety request freezes a round."""
+    states, cmds = heavy_run(600)
+    nominal = systems.make("quadrotor_2d")
+    values = {**node_params(PARAMS, "adapter"), "model_file": str(MODEL), "rollback.window": 10}
+    settings = adapter_settings(values)
+    plain = retrain(states, cmds, load_model(MODEL, 6, 2), nominal, settings)
+    first = next(r for r in plain.rounds if r.version)
+    due = round((first.t + settings.round_delay) * 1e9)
+    dt = round(DT * 1e9)
+    # Violations from the first version's due on, and with them the monitor's safety request (which
+    # freezes the rounds: no newer version replaces the one watched).
+    verdicts = [(s, s >= due, "pole_upper" if s >= due else "") for s, _ in states]
+    rolled = retrain(states, cmds, load_model(MODEL, 6, 2), nominal, settings, verdicts)
+    back = [r for r in rolled.rounds if r.outcome == "rolled back"]
+    assert rolled.rollbacks == len(back) == 1
+    # Due + 9 steps is covered by the first round ending at or after it.
+    period = round(settings.update_period * 1e9)
+    assert round(back[0].t * 1e9) == -(-(due + 9 * dt) // period) * period
+    assert back[0].version == first.version - 1
+    # A safety request in force at a round's end (cleared the step after): that round does not train,
+    # the others do (the rounds of the plain run but that one).
+    end = round(plain.rounds[2].t * 1e9)
+    frozen = retrain(states, cmds, load_model(MODEL, 6, 2), nominal, settings,
+                     [(end, False, "pole_upper"), (end + dt, False, "")])
+    assert [r.t for r in frozen.rounds] == [r.t for r in plain.rounds if round(r.t * 1e9) != end]

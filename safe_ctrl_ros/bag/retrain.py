@@ -6,7 +6,9 @@
 Takes the transitions (state, command, next state) the adapter saw on the robot and trains on them
 with the settings of the params file's adapter section (the same parameter names as the adapter
 node, e.g. config/quadrotor_2d_flagship.yaml) changed by `--set`, on the recording's own clock
-(safe_ctrl_ros.learning.offline). Prints what the setting would have learned: transitions,
+(safe_ctrl_ros.learning.offline: the adapter node's own round loop, with the rollback policy replayed
+on the recorded constraint monitor's verdicts, `<ns>/constraint_monitor/status`, when the bag has
+them). Prints what the setting would have learned: transitions,
 accepted versions, validation loss before and after, training memory, and the recorded adapter's
 own figures beside them. `--out` saves the newest accepted version as a model file to deploy.
 By default the adapter's inputs are used (`<ns>/state`, `<ns>/cmd`), else the plant's.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,30 +69,43 @@ def _pick(topics: dict[str, str], wanted: str | None, adapter_suffix: str, plant
     raise ConfigError(f"the bag has no '{adapter_suffix}' or '{plant_suffix}' topic (topics: {sorted(topics)})")
 
 
-def read_transitions(
-    bag: Path, state_topic: str | None, cmd_topic: str | None
-) -> tuple[list[tuple[int, FloatArray]], dict[int, FloatArray], dict[str, Any], tuple[str, str]]:
-    """States, commands by stamp, the recorded adapter's last status (if any), and the topics used."""
+@dataclass
+class Recording:
+    states: list[tuple[int, FloatArray]]
+    commands: dict[int, FloatArray]  # by the stamp of the state they answer
+    verdicts: list[tuple[int, bool, str]]  # the monitor's: stamp, any violation, safety request reason
+    recorded: dict[str, Any]  # the recorded adapter's last status ({} without one)
+    topics: tuple[str, str]  # the state and command topics used
+
+
+def read_transitions(bag: Path, state_topic: str | None, cmd_topic: str | None) -> Recording:
+    """States, commands by stamp, the monitor's verdicts, the recorded adapter's last status, the topics."""
     states: dict[int, FloatArray] = {}
     commands: dict[int, FloatArray] = {}
+    verdicts: dict[int, tuple[bool, str]] = {}
     recorded: dict[str, Any] = {}
     with open_bag(bag) as reader:
         topics = {c.topic: c.msgtype for c in reader.connections}
         s_topic = _pick(topics, state_topic, "state", "plant/state")
         c_topic = _pick(topics, cmd_topic, "cmd", "plant/cmd")
         for con, _, raw in reader.messages():
-            if con.topic not in (s_topic, c_topic) and not con.topic.endswith("adapter/status"):
+            monitor = con.topic.endswith("constraint_monitor/status")
+            if con.topic not in (s_topic, c_topic) and not con.topic.endswith("adapter/status") and not monitor:
                 continue
             msg: Any = reader.deserialize(raw, con.msgtype)
             if con.topic == s_topic:
-                states[_stamp(msg)] = np.asarray(msg.x, dtype=np.float64)
+                states.setdefault(_stamp(msg), np.asarray(msg.x, dtype=np.float64))
             elif con.topic == c_topic:
-                commands[_stamp(msg)] = np.asarray(msg.u, dtype=np.float64)
+                commands.setdefault(_stamp(msg), np.asarray(msg.u, dtype=np.float64))
+            elif monitor:
+                reason = (msg.safety_reason or "active") if msg.safety_request else ""
+                verdicts.setdefault(_stamp(msg), (bool(np.any(msg.violated)), reason))
             else:
                 recorded = {"method": msg.method, "updates_accepted": int(msg.updates_accepted),
                             "best_val_loss": float(msg.best_val_loss),
                             "training_memory_bytes": int(msg.training_memory_bytes)}
-    return sorted(states.items()), commands, recorded, (s_topic, c_topic)
+    return Recording(sorted(states.items()), commands, [(s, v, r) for s, (v, r) in sorted(verdicts.items())],
+                     recorded, (s_topic, c_topic))
 
 
 def _value(text: str) -> Any:
@@ -124,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         start = load_model(opts.model_file, nominal.nx, nominal.nu)
         values.setdefault("dt", start.dt)
         settings = adapter_settings(values, where=f"params file '{opts.params_file}'" if opts.params_file else "")
-        states, commands, recorded, used = read_transitions(opts.bag, opts.state_topic, opts.cmd_topic)
-        result = retrain(states, commands, start, nominal, settings)
+        rec = read_transitions(opts.bag, opts.state_topic, opts.cmd_topic)
+        recorded, used = rec.recorded, rec.topics
+        result = retrain(rec.states, rec.commands, start, nominal, settings, rec.verdicts)
     except ConfigError as exc:
         print(f"safe-ctrl-retrain: error: {exc}", file=sys.stderr)
         return 2
@@ -150,7 +167,8 @@ def report(bag: Path, topics: tuple[str, str], method: str, result: RetrainResul
     lines = [
         f"{bag}: {s['transitions']} transitions from {topics[0]} + {topics[1]} ({s['outliers']} outliers dropped, "
         f"{s['skipped']} states without a predecessor)",
-        f"{method}: {s['rounds']} rounds, {s['versions']} versions accepted; validation loss "
+        f"{method}: {s['rounds']} rounds, {s['versions']} versions accepted, {s['rollbacks']} rolled back; "
+        "validation loss "
         f"{result.start_val_loss:.4g} (start model) -> {result.best_val_loss:.4g} "
         f"({float(s['val_loss_reduction']):.1%} lower); training memory {result.memory_bytes} B; "  # type: ignore[arg-type]
         f"{result.step_time_ms:.2f} ms per step",

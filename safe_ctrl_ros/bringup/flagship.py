@@ -125,6 +125,19 @@ def table(rows: list[dict[str, Any]], labels: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def frame_strips(runs: list[Any], folder: Path) -> list[Path]:
+    """Six frames of each run, rendered by MuJoCo (plots/<variant>_frames.png); none, with a note, where
+    MuJoCo or an offscreen OpenGL is missing (safe-ctrl-render says what to install)."""
+    try:
+        from safe_ctrl_ros.simulation.mujoco.render import frame_strip
+
+        return [frame_strip(r.states, r.references, str(r.system), folder / f"{r.name}_frames.png")
+                for r in runs if r.states and r.system]
+    except (ConfigError, ImportError) as exc:
+        print(f"(no frame strips: {exc})", flush=True)
+        return []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="safe-ctrl-flagship", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/flagship"), help="parent folder of this run's folder")
@@ -153,11 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     figures = [comparison_plot(runs, out / "plots" / "tracking_error.png", "flagship: position error")]
     for run in runs:
         figures += plots(run, out / "plots")
+    figures += frame_strips(runs, out / "plots")
     print()
     print(text)
     print("bags:  " + "  ".join(str(b) for b in bags))
     print("plots: " + "  ".join(str(f) for f in figures))
     print(f"table: {out / 'table.md'}  metrics: {out / 'report.json'}")
+    seed = "the scenario file's" if opts.seed < 0 else str(opts.seed)
+    print(f"(one seed ({seed}): an example, not a result; the figures over seeds with their spread come from "
+          "`safe-ctrl-sweep config/sweeps/flagship.yaml`, docs/EXPERIMENTS.md)")
     return 0
 
 

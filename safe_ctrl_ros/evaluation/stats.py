@@ -62,3 +62,22 @@ def paired(a: Sequence[float], b: Sequence[float], kind: Literal["ratio", "diffe
     if x.shape != y.shape:
         raise ValueError(f"paired: {x.size} values against {y.size}: the seeds must be the same")
     return summarize((x / y if kind == "ratio" else x - y).tolist(), worse)
+
+
+def bootstrap_ci(values: Sequence[float], seed: int = 0, resamples: int = 10_000,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean of `values` (resampled with replacement,
+    `resamples` times, from a generator seeded with `seed`: the same values and seed give the same
+    interval). One value gives (value, value)."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        raise ValueError("bootstrap_ci: no values")
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"bootstrap_ci: non-finite values {v.tolist()}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"bootstrap_ci: level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(resamples, v.size))].mean(axis=1)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return float(low), float(high)

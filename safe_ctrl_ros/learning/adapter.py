@@ -3,8 +3,9 @@
 Transitions are split deterministically: every `val_every`-th goes to a held-out validation
 buffer, the rest to the training buffer (both fixed-size rings). A new model version is offered
 only when the validation loss beats the best published one by `margin` (relative). The last good
-versions are kept so that a rollback (on request, or when violations rise after an update) goes
-back exactly.
+versions are kept so that a rollback goes back exactly. When to train, on which transitions, and when
+to roll back (on request, or when violations rise after an update) is the round loop's
+(safe_ctrl_ros.learning.rounds), shared by the adapter node and the offline re-trainer.
 """
 
 from __future__ import annotations
@@ -125,9 +126,7 @@ class OnlineAdapter:
         self.lr_scale = 1.0
         self._passes_before = 0  # forward passes of the trainers replaced by restarts and rollbacks
         self.trainer = self._make_trainer()
-        # Measured on each trainer's first step (a restart's trainer again; the figure is kept meanwhile).
-        self.memory: TrainingMemory | None = None
-        self._measured: object | None = None  # the trainer self.memory was measured on
+        self.memory: TrainingMemory | None = None  # measure_memory(), or the first training step
         self.history: list[Version] = []
         self.best_val = np.inf
         self.frozen = False
@@ -202,8 +201,8 @@ class OnlineAdapter:
         for _ in range(steps):
             idx = self.rng.integers(0, self.train_buf.count, self.cfg.batch_size)
             batch = self.train_buf.batch(idx)
-            if self._measured is not self.trainer:  # on copies of the trainer: its numerics are untouched
-                self.memory, self._measured = training_memory(self.trainer, batch), self.trainer
+            if self.memory is None:
+                self.measure_memory(batch)
             losses.append(self.trainer.step(batch))
         self.last_train_loss = float(np.mean(losses))
         return self.last_train_loss
@@ -239,7 +238,19 @@ class OnlineAdapter:
         self._restart_from(back_to)  # every method trains on from the version it went back to
         return previous
 
+    def measure_memory(self, batch: Batch | None = None) -> TrainingMemory:
+        """Measure the trainer's training memory beyond inference (safe_ctrl_ros.learning.memory) on
+        `batch`, by default `batch_size` rows of zeros: the figure depends on the shapes only, not on
+        the values. Once per adapter: a restart's trainer has the same method, model and batch size.
+        The trainer is not stepped (copies of it are). In a multi-threaded process, call it while no
+        other thread allocates (the adapter node does so before it spins): tracemalloc counts every
+        thread's allocations."""
+        if batch is None:
+            n, nx, nu = self.cfg.batch_size, self.nominal.nx, self.nominal.nu
+            batch = Batch(np.zeros((n, nx)), np.zeros((n, nu)), np.zeros((n, nx)))
+        self.memory = training_memory(self.trainer, batch)
+        return self.memory
+
     def extra_bytes(self) -> int:
-        """Training memory beyond inference, measured by safe_ctrl_ros.learning.memory's rule on each
-        trainer's first training step (0 before the first one)."""
+        """Training memory beyond inference, measured (measure_memory; 0 before it is)."""
         return self.memory.extra_bytes if self.memory is not None else 0

@@ -14,11 +14,12 @@ The rule (docs/LEARNING.md, "Memory of a training step beyond inference"):
 - The training step's forward passes run that same inference (`training_memory` binds it on a copy
   of the trainer): the code's reference passes emulate the integer model with int64 arrays and the
   float32 forward gradient in float64, and those widths are the emulation's, not the method's.
-- The step is a fresh trainer's first step (after a warm-up step on another copy, so that first-call
-  allocations of the libraries are not counted), so that the state a method builds lazily (backprop's
-  gradients and Adam's two moments) is allocated inside it; state a trainer builds at construction and
-  keeps between steps (the fp32 forward gradient's perturbation mask, momentum buffers) is added as the
-  bytes of those arrays (`held_bytes`).
+- The step is a step in steady state: the second step of a copy of the trainer (the first builds
+  what the libraries and the method allocate once: Adam's two moments). What the trainer keeps
+  between steps and is not a parameter (Adam's moments, the fp32 forward gradient's perturbation
+  mask, momentum buffers) exists during the whole step and is added as the bytes of those arrays
+  (`held_bytes`). Backprop's gradients are not kept: zero_grad frees them at the start of a step
+  and the backward pass allocates them again, inside the measured step.
 
 Instruments: numpy -> tracemalloc (numpy reports its data allocations to it, with the Python heap);
 torch on CPU -> torch.profiler's memory profile (every allocation and free of torch's CPU allocator,
@@ -28,8 +29,10 @@ in time order; the running sum's maximum is the peak). BLAS scratch is seen by n
 from __future__ import annotations
 
 import copy
+import gc
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
@@ -48,8 +51,8 @@ TILE = 8  # rows x samples of one int32 matmul tile in int8_forward (the registe
 MAX_INPUTS = 512  # int16 x int8 products summed over at most this many inputs fit an int32 exactly
 
 RULE = (
-    "peak bytes allocated during one training step (a fresh trainer's first step, after a warm-up step "
-    "on another copy; plus the state it keeps between steps) minus the peak bytes allocated during one "
+    "peak bytes allocated during one training step in steady state (a copy's second step; plus the "
+    "non-parameter state kept between steps, e.g. Adam's moments) minus the peak bytes allocated during one "
     "inference of the same model on the same batch; the inference at real width (int16 weights, int8 "
     "activations, int32 accumulators for the integer model; float32 for the float models) and the step's "
     "forward passes running that same inference; parameters not counted, storage shared by views counted "
@@ -64,33 +67,67 @@ def numpy_peak(fn: Callable[[], object]) -> int:
     """Peak bytes tracemalloc sees allocated during `fn()` above what was allocated when it started."""
     if tracemalloc.is_tracing():
         raise RuntimeError("numpy_peak: tracemalloc is already tracing (one measurement at a time)")
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
-        fn()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    with _no_gc():
+        tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            base = tracemalloc.get_traced_memory()[0]
+            fn()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
     return int(peak - base)
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """No cyclic garbage collection while measuring: one at a random moment moves the peak (it frees
+    garbage earlier than it would be). Not a collection first either: a full collection empties
+    Python's free lists, and the objects made after it are then allocated, and counted, anew."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def torch_peak(fn: Callable[[], object]) -> int:
     """Peak bytes torch's CPU allocator has allocated during `fn()` above what it had when it started.
 
-    From torch.profiler's memory events (one per allocation, negative per free, in time order); the
-    free of a block allocated before the profile started is not reported, so the peak is never
-    lowered by it.
+    From torch.profiler's memory profile: every allocation and free of the CPU allocator, with its
+    address, in time order; the peak of the running sum. Only the frees of blocks allocated inside
+    this profile count (the profiler also reports frees of blocks allocated during an earlier
+    profile, which would lower the sum by what it never added). Torch runs on one intra-op thread
+    meanwhile, as the adapter runs backprop.
     """
+    import torch
+    from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = [e for e in prof.profiler.kineto_results.events()  # type: ignore[union-attr]
-              if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with _no_gc(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn()
+    finally:
+        torch.set_num_threads(threads)
+    events: list[tuple[int, int, int]] = []  # (time ns, address, bytes: + allocated, - freed)
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())  # type: ignore[union-attr]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        if node.tag == _EventType.Allocation and str(node.extra_fields.device) == "cpu":
+            events.append((node.start_time_ns, node.extra_fields.ptr, node.extra_fields.alloc_size))
+    live: dict[int, int] = {}
     running = peak = 0
-    for e in sorted(events, key=lambda ev: ev.start_ns()):
-        running += int(e.nbytes())
+    for _, ptr, nbytes in sorted(events):
+        if nbytes > 0:
+            live[ptr] = nbytes
+            running += nbytes
+        elif ptr in live:
+            running -= live.pop(ptr)
         peak = max(peak, running)
     return peak
 
@@ -248,20 +285,19 @@ def kept_state(trainer: Trainer) -> list[Any]:
     if isinstance(trainer, Fp32ForwardGradient):
         return [trainer.mask, trainer.velocity]
     # Gradients are not kept: the step's zero_grad frees them and its backward pass allocates them
-    # again (inside the measured step). Adam's moments are kept (allocated in the first step).
+    # again (inside the measured step). Adam's moments are kept (allocated by the first step).
     return [v for s in trainer.opt.state.values() for v in s.values() if trainer.torch.is_tensor(v)]
 
 
 def training_memory(trainer: Trainer, batch: Batch) -> TrainingMemory:
     """Measure `trainer`'s training memory beyond inference on `batch` by the rule above.
 
-    The trainer itself is not stepped (copies are), so its numerics are untouched; call it before the
-    trainer's first step (a trainer that has stepped keeps gradients and moments, which are then
-    counted as kept state instead of as the step's allocations: the same bytes).
+    The trainer itself is not stepped (a copy is), so its numerics are untouched; the figure is the
+    same whether or not the trainer has stepped before.
     """
     peak = torch_peak if isinstance(trainer, Backprop) else numpy_peak
-    _real_width(trainer).step(batch)  # warm-up: first-call allocations of the libraries
     twin = _real_width(trainer)
-    step = peak(lambda: twin.step(batch)) + held_bytes(kept_state(trainer))
+    twin.step(batch)  # what is allocated once: first-call allocations of the libraries, Adam's moments
+    step = peak(lambda: twin.step(batch)) + held_bytes(kept_state(twin))
     infer = peak(inference(twin, batch))
     return TrainingMemory(step, infer, "torch.profiler" if isinstance(trainer, Backprop) else "tracemalloc")

@@ -1,15 +1,15 @@
 """Re-running the adapter's training on recorded transitions (no ROS): try a setting before deploying it.
 
-The recorded states and commands are fed to an `OnlineAdapter` in stamp order, with a training
-round every `update_period` of the recording's own (sim) time, as the adapter node schedules them.
-Unlike on board, a round here always finishes before the next transition arrives, so the result
-is deterministic. The run is open loop: the recorded robot was driven by whatever model the
-controller had then, not by the versions trained here.
+The recorded states, commands and (if recorded) the constraint monitor's verdicts go through the
+adapter node's own round loop (safe_ctrl_ros.learning.rounds): the same rounds on the recording's
+own (sim) clock, the same transitions per round in stamp order, the same rollback policy. As in a
+lockstep run on board, the result is deterministic. The run is open loop: the recorded robot was
+driven by whatever model the controller had then, not by the versions trained here (so a rollback
+here replays the policy on the violations the recorded run had).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -17,6 +17,7 @@ from safe_ctrl_ros.errors import ConfigError
 from safe_ctrl_ros.learning.adapter import OnlineAdapter
 from safe_ctrl_ros.learning.fixed_point import QuantizedMLP
 from safe_ctrl_ros.learning.model_file import ResidualModel
+from safe_ctrl_ros.learning.rounds import ACCEPTED, NOT_READY, ROLLED_BACK, Rounds
 from safe_ctrl_ros.learning.settings import AdapterSettings
 from safe_ctrl_ros.systems.base import FloatArray, SymbolicModel
 
@@ -26,7 +27,8 @@ class Round:
     t: float  # s of recording time
     train_loss: float
     val_loss: float
-    version: int  # the version this round published, 0 if none
+    version: int  # the version this round published, 0 if none (a rollback to the start model: 0 too)
+    outcome: str = ACCEPTED  # rounds.ACCEPTED | REJECTED | ROLLED_BACK | FROZEN
 
 
 @dataclass
@@ -34,6 +36,7 @@ class RetrainResult:
     transitions: int = 0
     outliers: int = 0
     skipped: int = 0  # states without the previous state or its command
+    rollbacks: int = 0
     start_val_loss: float = float("nan")
     best_val_loss: float = float("nan")
     rounds: list[Round] = field(default_factory=list)
@@ -48,7 +51,8 @@ class RetrainResult:
     def summary(self) -> dict[str, object]:
         gain = 1.0 - self.best_val_loss / self.start_val_loss if self.start_val_loss > 0 else float("nan")
         return {"transitions": self.transitions, "outliers": self.outliers, "skipped": self.skipped,
-                "rounds": len(self.rounds), "versions": self.versions, "start_val_loss": self.start_val_loss,
+                "rounds": len(self.rounds), "versions": self.versions,
+                "rollbacks": self.rollbacks, "start_val_loss": self.start_val_loss,
                 "best_val_loss": self.best_val_loss, "val_loss_reduction": gain,
                 "training_memory_bytes": self.memory_bytes, "step_time_ms": self.step_time_ms}
 
@@ -59,40 +63,45 @@ def retrain(
     start: ResidualModel,
     nominal: SymbolicModel,
     settings: AdapterSettings,
+    verdicts: Sequence[tuple[int, bool, str]] = (),
 ) -> RetrainResult:
-    """Train on `states` (stamp ns, x) and `commands` (stamp of the state they answer -> u)."""
+    """Train on `states` (stamp ns, x) and `commands` (stamp of the state they answer -> u), with the
+    monitor's `verdicts` (stamp, any violation, safety request reason) for the rollback policy and
+    the freezes."""
     if not states:
         raise ConfigError("no states to train on")
     if abs(start.dt - settings.dt) > 1e-12:
         raise ConfigError(f"the model file is for dt={start.dt} s, the settings say dt={settings.dt} s")
-    adapter = OnlineAdapter(start, nominal, settings.config)
-    dt_ns = round(settings.dt * 1e9)
-    period_ns = round(settings.update_period * 1e9)
-    if period_ns <= 0 or settings.steps_per_update < 1:
+    if settings.update_period <= 0 or settings.steps_per_update < 1:
         raise ConfigError("update_period > 0 and steps_per_update >= 1 are required")
+    adapter = OnlineAdapter(start, nominal, settings.config)
+    rounds = Rounds(adapter, settings.schedule(), settings.steps_per_update, settings.policy)
     ordered = sorted(states, key=lambda s: s[0])
-    by_stamp = dict(ordered)
+    for stamp, x in ordered:
+        rounds.state(stamp, x)
+    for stamp, u in commands.items():
+        rounds.command(stamp, u)
+    for stamp, violated, reason in verdicts:
+        rounds.verdict(stamp, violated, reason)
     result = RetrainResult()
-    next_round = ordered[0][0] + period_ns
-    train_wall = 0.0
-    steps = 0
-    for stamp, x_next in ordered:
-        while stamp >= next_round:
-            if adapter.ready:
-                begin = time.perf_counter()
-                loss = adapter.train(settings.steps_per_update)
-                train_wall += time.perf_counter() - begin
-                steps += settings.steps_per_update
-                version = adapter.propose()
-                number = version.number if version else 0
-                result.rounds.append(Round(next_round * 1e-9, loss, adapter.val_loss(), number))
-            next_round += period_ns
-        prev = stamp - dt_ns
-        if prev in by_stamp and prev in commands:
-            if adapter.add(by_stamp[prev], commands[prev], x_next):
-                result.transitions += 1
-        else:
-            result.skipped += 1
+    last = ordered[-1][0]
+    steps, step_ms = 0, 0.0
+    while (nxt := rounds.next_round()) is not None and nxt[0] <= last:
+        done = rounds.run(rounds.take())
+        result.transitions += done.transitions
+        result.skipped += done.missing
+        if done.outcome == ROLLED_BACK or (done.outcome != NOT_READY and done.train_loss == done.train_loss):
+            number = done.version if done.changes_model else 0
+            result.rounds.append(Round(done.data_end_ns * 1e-9, done.train_loss, done.val_loss, number,
+                                       done.outcome))
+        if done.step_time_ms:
+            steps += settings.steps_per_update
+            step_ms += done.step_time_ms * settings.steps_per_update
+    # The states after the last round's end: their transitions are counted as seen (not trained on).
+    tail = rounds.add_tail(last)
+    result.transitions += tail[0]
+    result.skipped += tail[1]
+    result.rollbacks = rounds.rollbacks
     result.outliers = adapter.outliers
     if adapter.ready:
         result.start_val_loss = adapter.val_loss(adapter.start_net)
@@ -100,6 +109,5 @@ def retrain(
         result.best = newest.net if newest else None
         result.best_val_loss = adapter.val_loss(result.best) if result.best else result.start_val_loss
     result.memory_bytes = adapter.extra_bytes()
-    result.step_time_ms = train_wall * 1e3 / steps if steps else 0.0
+    result.step_time_ms = step_ms / steps if steps else 0.0
     return result
-

@@ -1,7 +1,8 @@
 """The adapter's settings, described once (specs): for the node and the offline re-trainer.
 
-SETTINGS are the settings of the learning core; ADAPTER is the adapter node's whole spec (with
-`system`, `model.*` and the node's own `rollback.*` and `nice`), from which the node declares its
+SETTINGS are the settings of the learning core (the round loop and its rollback policy included:
+safe_ctrl_ros.learning.rounds); ADAPTER is the adapter node's whole spec (with `system`,
+`model.*` and the node's own `mode` and `nice`), from which the node declares its
 parameters (safe_ctrl_ros.ros.params) and docs/ARCHITECTURE.md shows the table. `safe-ctrl-retrain`
 reads the same names from a params file. `adapter_settings` turns either into the core's
 configuration, so a setting tried offline on a bag means the same on board.
@@ -10,7 +11,7 @@ configuration, so a setting tried offline on a bag means the same on board.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from safe_ctrl_ros import config_check as check
@@ -18,6 +19,7 @@ from safe_ctrl_ros.errors import ConfigError
 from safe_ctrl_ros.learning.adapter import METHODS, AdapterConfig, Method, OnlineAdapter
 from safe_ctrl_ros.learning.fixed_point import GUARD
 from safe_ctrl_ros.learning.model_file import ResidualModel, load_model
+from safe_ctrl_ros.learning.rounds import RollbackPolicy, Schedule
 from safe_ctrl_ros.learning.trainers import Estimator, ForwardGradientConfig, Trainable
 from safe_ctrl_ros.parameters.common import MODEL, SYSTEM, model_of
 from safe_ctrl_ros.parameters.spec import NodeSpec, ParamSpec
@@ -52,6 +54,8 @@ SETTINGS: tuple[ParamSpec, ...] = (
               check=_zero_or_above_one),
     ParamSpec("update_period", T.DOUBLE, 0.5, "s of (sim) time between training rounds", low=0.0, low_open=True),
     ParamSpec("steps_per_update", T.INT, 20, "training steps per round", low=1, high=MAX_COUNT),
+    ParamSpec("round_delay", T.DOUBLE, 0.5, "s of (sim) time after a round's last state at which its result "
+              "takes effect (lockstep: the controller waits for it there)", low=0.0),
     ParamSpec("trainer.eps", T.DOUBLE, 64.0, f"perturbation (qzo_ff: an integer in [1, {GUARD}], integer units; "
               "fg_fp32: float)", low=0.0, low_open=True),
     ParamSpec("trainer.lr", T.DOUBLE, 1e-2, "forward-gradient step size (float units)", low=0.0, low_open=True),
@@ -62,15 +66,18 @@ SETTINGS: tuple[ParamSpec, ...] = (
     ParamSpec("trainer.sparsity", T.DOUBLE, 0.0, "fraction of entries left unperturbed", low=0.0, high=1.0,
               high_open=True),
     ParamSpec("trainer.seed", T.INT, 0, "seed of the perturbations"),
+    ParamSpec("rollback.on_violations", T.BOOL, True, "roll back when violations rise after an update",
+              read_only=False),
+    ParamSpec("rollback.window", T.INT, 50, "states compared before and after an update's due", low=1,
+              high=MAX_COUNT, read_only=False),
 )
 
 ADAPTER = NodeSpec("adapter", (
     SYSTEM,
     *SETTINGS,
-    ParamSpec("rollback.on_violations", T.BOOL, True, "roll back when violations rise after an update",
-              read_only=False),
-    ParamSpec("rollback.window", T.INT, 50, "states compared before and after an update", low=1, high=MAX_COUNT,
-              read_only=False),
+    ParamSpec("mode", T.STRING, "realtime", "lockstep: rounds wait for all their data and announce their results' "
+              "due (the controller waits for them: reproducible); realtime: rounds use what arrived",
+              choices=("lockstep", "realtime")),
     ParamSpec("nice", T.INT, 10, "raise this process's niceness by this much (0 = leave it; a learner never "
               "outranks the control loop)", low=0, high=19),
 ), families=(MODEL,))
@@ -89,6 +96,11 @@ class AdapterSettings:
     model_file: str
     update_period: float  # s of (sim) time between training rounds
     steps_per_update: int
+    round_delay: float = 0.5  # s of (sim) time from a round's data end to its result's due
+    policy: RollbackPolicy = field(default_factory=RollbackPolicy)
+
+    def schedule(self) -> Schedule:
+        return Schedule.of(self.dt, self.update_period, self.round_delay)
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -148,8 +160,9 @@ def adapter_settings(values: Mapping[str, Any], where: str = "") -> AdapterSetti
         diverge_factor=float(v["diverge_factor"]),
     )
     config.validate()
+    policy = RollbackPolicy(bool(v["rollback.on_violations"]), int(v["rollback.window"]))
     return AdapterSettings(config, float(v["dt"]), str(v["model_file"]), float(v["update_period"]),
-                           int(v["steps_per_update"]))
+                           int(v["steps_per_update"]), float(v["round_delay"]), policy)
 
 
 @dataclass

@@ -1,39 +1,57 @@
 """Adapter node: fine-tunes the learned residual on the robot while it runs.
 
-Builds transitions (x_k, u_k, x_k+1) from `state` and `cmd` matched by stamp, trains in its own
-callback group (a multi-threaded executor keeps the data flowing meanwhile) every `update_period`
-seconds of (sim) time, and publishes `adapter/model` (ModelUpdate, latched) only when the
-held-out validation loss improves by `margin`. Freezes while the constraint monitor's
-`safety/request` asks; `~/freeze` (SetBool) does the same by hand; `~/rollback` (Trigger) goes back
-to the previous version, as does a rise in constraint violations after an update. `~/status`
-(AdapterStatus) after every round.
+Collects states (`state`), commands (`cmd`) and the constraint monitor's verdicts
+(`constraint_monitor/status`) by stamp and runs the adapter's training rounds on the sim-time
+schedule of safe_ctrl_ros.learning.rounds (the same loop `safe-ctrl-retrain` replays): a round every
+`update_period` of stamps, each on the transitions up to its end, its result (a new version when the
+held-out validation loss improved by `margin`, a rollback when violations rose after the newest
+version, or no change) in force `round_delay` later. Each round publishes `~/status` (AdapterStatus,
+with its number, due and the next round's due) and, when it changes the model, `adapter/model`
+(ModelUpdate, latched) first.
+
+`mode: lockstep` makes the rounds reproducible (docs/ARCHITECTURE.md, lockstep sequence): a round
+starts only when every part of its data is in (the state at its end, the command before it, the
+monitor's verdict at its end), the schedule is announced (status round 0) before the loop starts,
+and the controller (`adapter.sync`) waits for each round's status before answering the state at its
+due. `mode: realtime` starts a round when the state stream reaches its end, with what arrived.
+
+Training runs in its own callback group (a multi-threaded executor keeps the data flowing). A
+safety request in the monitor's verdict at a round's end freezes that round; `~/freeze` (SetBool)
+freezes by hand; `~/rollback` (Trigger) has the next round go back to the previous version.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
+from builtin_interfaces.msg import Time
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock
+from rclpy.clock_type import ClockType
 from rclpy.node import Node
 from std_srvs.srv import SetBool, Trigger
 
-from safe_ctrl_ros.learning.adapter import Version
 from safe_ctrl_ros.learning.fixed_point import QuantizedMLP
-from safe_ctrl_ros.learning.matching import TransitionMatcher
+from safe_ctrl_ros.learning.rounds import FROZEN, ROLLED_BACK, RollbackPolicy, RoundResult, Rounds
 from safe_ctrl_ros.learning.settings import ADAPTER, build_adapter
-from safe_ctrl_ros.msg import AdapterStatus, Command, ConstraintStatus, ModelUpdate, SafetyRequest, State
-from safe_ctrl_ros.ros.convert import stamp_to_ns, vector_of
+from safe_ctrl_ros.msg import AdapterStatus, Command, ConstraintStatus, ModelUpdate, State
+from safe_ctrl_ros.ros.convert import ns_to_stamp, stamp_to_ns, vector_of
 from safe_ctrl_ros.ros.node_main import run_node
 from safe_ctrl_ros.ros.params import declare_parameters, node_options, watch_parameters
 from safe_ctrl_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS, STATUS_QOS, with_depth
 
-KEEP = 64  # recent stamps kept for matching states and commands
 # Samples queued per data subscription while a training round runs: about 1.5 s of a 50 Hz stream at
 # the 2.5x real time of a lockstep simulation. With the publishers' depth (5) half the transitions
 # were lost in the flagship graph.
 DATA_DEPTH = 200
+POLL_S = 0.005  # wall s between checks for a round whose data are in
+SETTLE_S = 0.5  # lockstep: wall s after every data stream matched before the schedule is announced
+# ~/status is latched (the last 10): a controller or recorder that joins late still gets the
+# schedule's announcement (round 0) and the rounds so far.
+STATUS_LATCHED_QOS = with_depth(LATCHED_QOS, 10)
 
 
 class AdapterNode(Node):
@@ -42,162 +60,185 @@ class AdapterNode(Node):
     def __init__(self, **node_kwargs: object) -> None:
         super().__init__("adapter", **node_options(node_kwargs))
         values = declare_parameters(self, ADAPTER)  # learning/settings.py: names, ranges, defaults
-        self.rollback_on_violations = bool(values["rollback.on_violations"])
-        self.window = int(values["rollback.window"])
+        self.lockstep = values["mode"] == "lockstep"
         if values["nice"]:
             # Training is background work on the cores the control loop runs on: the scheduler
-            # should prefer the plant, controller and monitor whenever they are runnable.
+            # should prefer the plant, controller and monitor whenever they are runnable. (In
+            # lockstep it changes how long a round takes, never what it computes.)
             os.nice(int(values["nice"]))
         built = build_adapter(values)  # a ConfigError names the bad setting
         self.core, start, nominal, settings = built.core, built.start, built.nominal, built.settings
-        cfg, path, self.dt = settings.config, settings.model_file, settings.dt
-        period, self.steps_per_round = settings.update_period, settings.steps_per_update
-        self.start_net = start.net.copy()
-        self.version = 0
-        self.accepted = self.rejected = self.rollbacks = 0
+        # AdapterStatus.training_memory_bytes, measured here, before the executor's threads run:
+        # tracemalloc would count what the data callbacks allocate meanwhile.
+        self.core.measure_memory()
+        cfg, path = settings.config, settings.model_file
+        self.rounds = Rounds(self.core, settings.schedule(), settings.steps_per_update, settings.policy)
+        self.lock = threading.Lock()  # the inbox: data callbacks put, the training thread takes
         self.step_time_ms = 0.0
-        self.frozen_reason = ""
         self.manual_freeze = False
-        self.matcher = TransitionMatcher(round(self.dt * 1e9), KEEP)
-        self.violations: list[bool] = []  # per monitored state, newest last
-        self.update_at: int | None = None  # index into violations when the newest version went out
+        self.rollback_requested = False
+        self.announced = False
+        self.matched_since: float | None = None
+        self.last_outcome: RoundResult | None = None
 
         data = MutuallyExclusiveCallbackGroup()
         training = MutuallyExclusiveCallbackGroup()
         self.model_pub = self.create_publisher(ModelUpdate, "adapter/model", LATCHED_QOS)
-        self.status_pub = self.create_publisher(AdapterStatus, "~/status", STATUS_QOS)
-        self.create_subscription(State, "state", self._on_state, with_depth(STATE_QOS, DATA_DEPTH), callback_group=data)
-        self.create_subscription(Command, "cmd", self._on_cmd, with_depth(COMMAND_QOS, DATA_DEPTH), callback_group=data)
-        self.create_subscription(SafetyRequest, "safety/request", self._on_safety, LATCHED_QOS, callback_group=data)
-        self.create_subscription(
-            ConstraintStatus, "constraint_monitor/status", self._on_monitor, STATUS_QOS, callback_group=data
-        )
+        self.status_pub = self.create_publisher(AdapterStatus, "~/status", STATUS_LATCHED_QOS)
+        self.state_sub = self.create_subscription(
+            State, "state", self._on_state, with_depth(STATE_QOS, DATA_DEPTH), callback_group=data)
+        self.cmd_sub = self.create_subscription(
+            Command, "cmd", self._on_cmd, with_depth(COMMAND_QOS, DATA_DEPTH), callback_group=data)
+        self.monitor_sub = self.create_subscription(
+            ConstraintStatus, "constraint_monitor/status", self._on_monitor, with_depth(STATUS_QOS, DATA_DEPTH),
+            callback_group=data)
         self.create_service(Trigger, "~/rollback", self._on_rollback, callback_group=training)
         self.create_service(SetBool, "~/freeze", self._on_freeze, callback_group=training)
-        self.create_timer(period, self._round, callback_group=training)
+        # Wall time: in lockstep the sim clock waits for the rounds this timer runs.
+        wall = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(POLL_S, self._poll, callback_group=training, clock=wall)
         watch_parameters(self, ADAPTER, self._apply_parameters)
         self.get_logger().info(
             f"{cfg.method} on {nominal.name}: {start.net.num_params} weights from '{path}', "
-            f"buffer {cfg.buffer_size}, round every {period} s of {self.steps_per_round} steps"
+            f"buffer {cfg.buffer_size}, a round of {settings.steps_per_update} steps every "
+            f"{settings.update_period} s of sim time, in force {settings.round_delay} s later "
+            f"({values['mode']})"
         )
 
     def _apply_parameters(self, changed: dict[str, Any]) -> None:
-        """rollback.* changes (validated by the spec) apply to the next monitored state."""
-        self.rollback_on_violations = bool(changed.get("rollback.on_violations", self.rollback_on_violations))
-        self.window = int(changed.get("rollback.window", self.window))
+        """rollback.* changes (validated by the spec) apply from the next round on."""
+        policy = self.rounds.policy
+        self.rounds.policy = RollbackPolicy(bool(changed.get("rollback.on_violations", policy.enabled)),
+                                            int(changed.get("rollback.window", policy.window)))
         self.get_logger().info(f"parameters changed: {changed}")
 
-    # --- data -------------------------------------------------------------------------------------
+    # --- data (kept by stamp; the rounds take them in stamp order) -------------------------------
     def _on_cmd(self, msg: Command) -> None:
-        for transition in self.matcher.command(stamp_to_ns(msg.header.stamp), vector_of(msg.u)):
-            self.core.add(*transition)
+        with self.lock:
+            self.rounds.command(stamp_to_ns(msg.header.stamp), vector_of(msg.u))
 
     def _on_state(self, msg: State) -> None:
-        for transition in self.matcher.state(stamp_to_ns(msg.header.stamp), vector_of(msg.x)):
-            self.core.add(*transition)
+        with self.lock:
+            self.rounds.state(stamp_to_ns(msg.header.stamp), vector_of(msg.x))
 
-    def _on_safety(self, msg: SafetyRequest) -> None:
-        self._set_frozen("safety request: " + msg.reason if msg.freeze_adapter else "")
+    def _on_monitor(self, msg: ConstraintStatus) -> None:
+        reason = (msg.safety_reason or "active") if msg.safety_request else ""
+        with self.lock:
+            self.rounds.verdict(stamp_to_ns(msg.header.stamp), any(msg.violated), reason)
 
     def _on_freeze(self, req: SetBool.Request, resp: SetBool.Response) -> SetBool.Response:
         self.manual_freeze = bool(req.data)
-        self._set_frozen("frozen by request" if req.data else "")
+        self.get_logger().info(f"adapter {'frozen by request' if req.data else 'resumed'}: from the next round")
         resp.success, resp.message = True, "frozen" if req.data else "running"
         return resp
 
-    def _set_frozen(self, reason: str) -> None:
-        frozen = bool(reason) or self.manual_freeze
-        if frozen != self.core.frozen:
-            self.get_logger().info(f"adapter {'frozen: ' + reason if frozen else 'resumed'}")
-        self.core.frozen = frozen
-        self.frozen_reason = reason or ("frozen by request" if self.manual_freeze else "")
+    def _on_rollback(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        self.rollback_requested = True
+        with self.lock:
+            nxt = self.rounds.next_round()
+        when = f" (due t={nxt[1] * 1e-9:.3f} s)" if nxt is not None else ""
+        resp.success = True
+        resp.message = f"rollback of v{self.rounds.version}: by round {self.rounds.number + 1}{when}"
+        return resp
 
-    def _on_monitor(self, msg: ConstraintStatus) -> None:
-        self.violations.append(any(msg.violated))
-        if len(self.violations) > 10 * self.window:
-            drop = len(self.violations) - 10 * self.window
-            self.violations = self.violations[drop:]
-            if self.update_at is not None:
-                self.update_at = max(0, self.update_at - drop)
-        if self.rollback_on_violations and self.update_at is not None:
-            after = self.violations[self.update_at :]
-            if len(after) >= self.window:
-                before = self.violations[max(0, self.update_at - self.window) : self.update_at]
-                if sum(after[: self.window]) > sum(before):
-                    self.get_logger().warning(
-                        f"violations rose after v{self.version} ({sum(after[: self.window])} vs {sum(before)}): "
-                        "rolling back"
-                    )
-                    self._rollback()
-                self.update_at = None
-
-    # --- training rounds --------------------------------------------------------------------------
-    def _round(self) -> None:
-        if not self.core.ready:
-            self._publish_status()
+    # --- rounds -----------------------------------------------------------------------------------
+    def _poll(self) -> None:
+        if not self.announced:
+            self._announce()
             return
-        if not self.core.frozen:
-            start = time.perf_counter()
-            self.core.train(self.steps_per_round)
-            self.step_time_ms = (time.perf_counter() - start) * 1e3 / max(1, self.steps_per_round)
-            restarts = self.core.restarts
-            version = self.core.propose()
-            if self.core.restarts > restarts:
-                self.get_logger().warning(
-                    f"training diverged (validation loss above {self.core.cfg.diverge_factor:g}x the best "
-                    f"{self.core.best_val:.4g}): restarted from v{self.version} at {self.core.lr_scale:g}x "
-                    "the step size"
-                )
-            if version is None:
-                self.rejected += 1
-            else:
-                self.accepted += 1
-                self._publish(version.number, version.net, version.val_loss)
-                self.update_at = len(self.violations)
-        self._publish_status()
+        while True:
+            with self.lock:
+                ready = self.rounds.complete(with_verdicts=True) if self.lockstep else self.rounds.started()
+                if not ready:
+                    return
+                taken = self.rounds.take()
+            rollback, self.rollback_requested = self.rollback_requested, False
+            result = self.rounds.run(taken, "frozen by request" if self.manual_freeze else "", rollback)
+            self._report(result)
 
-    def _publish(self, number: int, net: QuantizedMLP, val_loss: float) -> None:
-        self.version = number
+    def _announce(self) -> None:
+        """Lockstep: once every data stream is in (a state received, the command and monitor streams
+        matched, SETTLE_S ago), announce the schedule; the controller answers nothing before it."""
+        with self.lock:
+            first = self.rounds.next_round()
+        if first is None:
+            return  # no state yet: the plant re-sends its first state until the controller answers
+        if self.lockstep:
+            matched = self.cmd_sub.get_publisher_count() > 0 and self.monitor_sub.get_publisher_count() > 0
+            if not matched:
+                self.matched_since = None
+                return
+            now = time.monotonic()
+            if self.matched_since is None:
+                self.matched_since = now
+            if now - self.matched_since < SETTLE_S:
+                return
+        with self.lock:
+            result = self.rounds.announce()
+        self.announced = True
+        self._publish_status(result)
+        self.get_logger().info(f"rounds announced: the first is due at t={result.next_due_ns * 1e-9:.3f} s")
+
+    def _report(self, result: RoundResult) -> None:
+        if result.restarted:
+            self.get_logger().warning(
+                f"training diverged (validation loss above {self.core.cfg.diverge_factor:g}x the best "
+                f"{self.core.best_val:.4g}): restarted at {self.core.lr_scale:g}x the step size"
+            )
+        if result.missing and self.lockstep:
+            self.get_logger().error(
+                f"round {result.number}: {result.missing} transition(s) up to t={result.data_end_ns * 1e-9:.3f} s "
+                "never arrived (a lost state or command): this lockstep run is not reproducible"
+            )
+        if result.step_time_ms:
+            self.step_time_ms = result.step_time_ms
+        if result.net is not None:
+            self._publish_model(result, result.net)
+        if result.outcome == ROLLED_BACK:
+            self.get_logger().warning(f"round {result.number}: {result.detail}")
+        self._publish_status(result)
+
+    def _publish_model(self, result: RoundResult, net: QuantizedMLP) -> None:
+        history = self.core.history
+        val_loss = history[-1].val_loss if result.version and history else float("nan")  # nan: the start model
         msg = ModelUpdate(
-            version=number,
+            version=result.version,
             activation=net.spec.activation,
             layer_sizes=list(net.spec.layer_sizes),
             weights=net.int_weights().tolist(),
             scales=net.scales(),
             validation_loss=val_loss,
+            round=result.number,
+            due=_time(result.due_ns),
         )
-        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.stamp = _time(result.data_end_ns)
         self.model_pub.publish(msg)
-        self.get_logger().info(f"published model v{number} (validation loss {val_loss:.4g})")
-
-    def _rollback(self) -> None:
-        previous: Version | None = self.core.rollback()
-        self.rollbacks += 1
-        if previous is None:
-            self._publish(0, self.start_net, float("nan"))
-        else:
-            self._publish(previous.number, previous.net, previous.val_loss)
-        self._publish_status()
-
-    def _on_rollback(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        before = self.version
-        self._rollback()
-        resp.success, resp.message = True, f"rolled back from v{before} to v{self.version}"
-        return resp
-
-    def _publish_status(self) -> None:
-        c = self.core
-        status = AdapterStatus(
-            method=c.cfg.method, version=self.version, train_loss=c.last_train_loss,
-            val_loss=c.val_loss() if c.val_buf.count else float("nan"),
-            best_val_loss=float(c.best_val), updates_accepted=self.accepted, updates_rejected=self.rejected,
-            rollbacks=self.rollbacks, buffer_fill=c.train_buf.count, buffer_capacity=c.train_buf.capacity,
-            step_time_ms=self.step_time_ms, training_memory_bytes=c.extra_bytes(),
-            forward_passes=c.forward_passes, frozen=c.frozen, frozen_reason=self.frozen_reason,
-            restarts=c.restarts, lr_scale=c.lr_scale,
+        self.get_logger().info(
+            f"published model v{result.version} (round {result.number}, validation loss {val_loss:.4g}, "
+            f"due t={result.due_ns * 1e-9:.3f} s)"
         )
-        status.header.stamp = self.get_clock().now().to_msg()
+
+    def _publish_status(self, result: RoundResult) -> None:
+        c, r = self.core, self.rounds
+        status = AdapterStatus(
+            method=c.cfg.method, version=result.version, train_loss=c.last_train_loss,
+            val_loss=c.val_loss() if c.val_buf.count else float("nan"),
+            best_val_loss=float(c.best_val), updates_accepted=r.accepted, updates_rejected=r.rejected,
+            rollbacks=r.rollbacks, buffer_fill=c.train_buf.count, buffer_capacity=c.train_buf.capacity,
+            step_time_ms=self.step_time_ms, training_memory_bytes=c.extra_bytes(),
+            forward_passes=c.forward_passes, frozen=result.outcome == FROZEN,
+            frozen_reason=result.detail if result.outcome == FROZEN else "",
+            restarts=c.restarts, lr_scale=c.lr_scale,
+            round=result.number, outcome=result.outcome, detail=result.detail,
+            data_end=_time(max(result.data_end_ns, 0)), due=_time(max(result.due_ns, 0)),
+            next_due=_time(result.next_due_ns), lockstep=self.lockstep, transitions_missing=r.missing,
+        )
+        status.header.stamp = _time(max(result.data_end_ns, 0))
         self.status_pub.publish(status)
+
+
+def _time(ns: int) -> Time:
+    return ns_to_stamp(ns)
 
 
 NODE_CLASS = AdapterNode

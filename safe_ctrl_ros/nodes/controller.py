@@ -4,11 +4,16 @@ While the constraint monitor's `safety/request` (latched) asks for it, every ste
 
 `controller` selects the primary law (lqr | nmpc). The NMPC may carry a learned residual whose
 weights arrive on `adapter/model` and are swapped in between two solves; updates whose shapes do not
-match are rejected with a logged reason. On an unusable state, a solver failure, a non-finite
-result, a missed deadline or a stale state (older than `max_state_age` on the node's clock) the
-node falls back (LQR or a safe command) for that step and says so on `~/status`; a state older than
-one already answered is dropped (counted, logged). The controller's model (`system`, `model.*`) is
-configured independently of the plant's, so a model mismatch is a parameter change.
+match are rejected with a logged reason. With `adapter.sync` the controller answers nothing before
+the adapter has announced its rounds (`adapter/status`, round 0); with a lockstep adapter it then
+swaps each round's model in exactly at the round's due state, and holds a state at or after the due
+of a round whose status (accepted or not) has not come yet (docs/ARCHITECTURE.md, lockstep
+sequence); after `adapter.sync_timeout` wall s without it, an error, and updates apply on arrival.
+On an unusable state, a solver failure, a non-finite result, a missed deadline or a stale state
+(older than `max_state_age` on the node's clock) the node falls back (LQR or a safe command) for
+that step and says so on `~/status`; a state older than one already answered is dropped (counted,
+logged). The controller's model (`system`, `model.*`) is configured independently of the plant's,
+so a model mismatch is a parameter change.
 """
 
 from __future__ import annotations
@@ -25,12 +30,21 @@ from rclpy.node import Node
 from safe_ctrl_ros.control.residual import dequantize
 from safe_ctrl_ros.control.supervisor import StepReport
 from safe_ctrl_ros.errors import ConfigError
-from safe_ctrl_ros.msg import Command, ConstraintStatus, ControllerStatus, ModelUpdate, SafetyRequest, State
+from safe_ctrl_ros.learning.rounds import ACCEPTED, ROLLED_BACK
+from safe_ctrl_ros.msg import (
+    AdapterStatus,
+    Command,
+    ConstraintStatus,
+    ControllerStatus,
+    ModelUpdate,
+    SafetyRequest,
+    State,
+)
 from safe_ctrl_ros.parameters.controller import CONTROLLER, build_controller
 from safe_ctrl_ros.ros.convert import command_msg, stamp_to_ns, vector_of
 from safe_ctrl_ros.ros.node_main import run_node
 from safe_ctrl_ros.ros.params import declare_parameters, node_options, watch_parameters
-from safe_ctrl_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS, STATUS_QOS
+from safe_ctrl_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS, STATUS_QOS, with_depth
 
 
 class ControllerNode(Node):
@@ -56,12 +70,25 @@ class ControllerNode(Node):
         self._last: tuple[int, Command] | None = None
         self.out_of_order = 0
         self._monitor_stamp = -1
-        self._pending: tuple[State, float] | None = None
+        self._pending: tuple[State, float] | None = None  # a state held (monitor, adapter), since (wall s)
+        self._unsynced = -1  # a state stamp answered without the monitor's status (sync timeout)
         self.sync_timeouts = 0
+        self.adapter_sync = bool(values["adapter.sync"])
+        self.adapter_timeout = float(values["adapter.sync_timeout"])
+        self.adapter_mode = ""  # from the adapter's announcement: lockstep | realtime ("" = not yet)
+        self.horizon = -1  # lockstep adapter: states stamped before this may be answered (next round's due)
+        self.plan: list[tuple[int, int]] = []  # lockstep adapter: (due, round) of the models to swap in
+        self.models: dict[int, ModelUpdate] = {}  # lockstep adapter: updates received, by round
+        self.last_round = -1
+        self._warned_at = 0.0
         if self.sync:
             self.create_subscription(
                 ConstraintStatus, "constraint_monitor/status", self._on_monitor, STATUS_QOS, callback_group=group
             )
+        if self.adapter_sync:
+            self.create_subscription(AdapterStatus, "adapter/status", self._on_adapter_status,
+                                     with_depth(LATCHED_QOS, 100), callback_group=group)
+        if self.sync or self.adapter_sync:
             # wall clock: the sim clock waits for this very answer
             wall = Clock(clock_type=ClockType.STEADY_TIME)
             self.create_timer(0.02, self._check_sync, callback_group=group, clock=wall)
@@ -79,6 +106,7 @@ class ControllerNode(Node):
         """Run-time changes (validated by the spec and the descriptors) take effect from the next state."""
         self.law.deadline_s = float(changed.get("nmpc.deadline", self.law.deadline_s))
         self.sync_timeout = float(changed.get("safety.sync_timeout", self.sync_timeout))
+        self.adapter_timeout = float(changed.get("adapter.sync_timeout", self.adapter_timeout))
         self.max_state_age = float(changed.get("max_state_age", self.max_state_age))
         self.get_logger().info(f"parameters changed: {changed}")
 
@@ -91,6 +119,13 @@ class ControllerNode(Node):
         )
 
     def _on_model(self, msg: ModelUpdate) -> None:
+        if self.adapter_sync and self.adapter_mode != "realtime":
+            self.models[int(msg.round)] = msg  # swapped in at its round's due (lockstep)
+            self._try_pending()
+            return
+        self._swap_in(msg)
+
+    def _swap_in(self, msg: ModelUpdate) -> None:
         if self.law.nmpc is None or self.residual is None:
             self.get_logger().warning(f"model update v{msg.version} rejected: this controller has no residual model")
             return
@@ -103,23 +138,90 @@ class ControllerNode(Node):
         self.model_version = int(msg.version)
         self.get_logger().info(f"model v{msg.version} in use (validation loss {msg.validation_loss:.4g})")
 
-    def _on_monitor(self, msg: ConstraintStatus) -> None:
-        self._monitor_stamp = max(self._monitor_stamp, stamp_to_ns(msg.header.stamp))
-        self.safety_reason = f"safety request: {msg.safety_reason}" if msg.safety_request else ""
-        if self._pending is not None and stamp_to_ns(self._pending[0].header.stamp) <= self._monitor_stamp:
+    def _on_adapter_status(self, msg: AdapterStatus) -> None:
+        if int(msg.round) <= self.last_round:
+            return  # already seen (a latched copy)
+        self.last_round = int(msg.round)
+        if not self.adapter_mode:
+            self.adapter_mode = "lockstep" if msg.lockstep else "realtime"
+            self.get_logger().info(f"adapter rounds announced ({self.adapter_mode}): the first is due at "
+                                   f"t={stamp_to_ns(msg.next_due) * 1e-9:.3f} s")
+            if self.adapter_mode == "realtime":
+                self._swap_in_received()
+        if self.adapter_mode == "lockstep":
+            if msg.round > 0 and msg.outcome in (ACCEPTED, ROLLED_BACK):
+                self.plan.append((stamp_to_ns(msg.due), int(msg.round)))
+            self.horizon = stamp_to_ns(msg.next_due)
+        self._try_pending()
+
+    def _swap_in_received(self) -> None:
+        for update in sorted(self.models.values(), key=lambda m: int(m.round)):
+            self._swap_in(update)
+        self.models.clear()
+        self.plan.clear()
+
+    def _waiting_for(self, stamp: int) -> str:
+        """What the answer to the state at `stamp` waits for ("" = nothing)."""
+        if self.sync and stamp > self._monitor_stamp and stamp != self._unsynced:
+            return "monitor"
+        if not self.adapter_sync:
+            return ""
+        if not self.adapter_mode:
+            return "announcement"
+        if self.adapter_mode == "lockstep":
+            if stamp >= self.horizon:
+                return f"the status of the adapter's round due at t={self.horizon * 1e-9:.3f} s"
+            for due, number in self.plan:
+                if due <= stamp and number not in self.models:
+                    return f"the model of the adapter's round {number} (due at t={due * 1e-9:.3f} s)"
+        return ""
+
+    def _swap_due(self, stamp: int) -> None:
+        """Lockstep adapter: swap in every round's model due at or before `stamp`, in round order."""
+        while self.plan and self.plan[0][0] <= stamp:
+            _, number = self.plan.pop(0)
+            self._swap_in(self.models.pop(number))
+
+    def _try_pending(self) -> None:
+        if self._pending is not None and not self._waiting_for(stamp_to_ns(self._pending[0].header.stamp)):
             state, self._pending = self._pending[0], None
             self._answer(state)
 
+    def _on_monitor(self, msg: ConstraintStatus) -> None:
+        self._monitor_stamp = max(self._monitor_stamp, stamp_to_ns(msg.header.stamp))
+        self.safety_reason = f"safety request: {msg.safety_reason}" if msg.safety_request else ""
+        self._try_pending()
+
     def _check_sync(self) -> None:
-        if self._pending is not None and time.monotonic() - self._pending[1] > self.sync_timeout:
-            state, self._pending = self._pending[0], None
+        if self._pending is None:
+            return
+        state, since = self._pending
+        stamp = stamp_to_ns(state.header.stamp)
+        waiting = self._waiting_for(stamp)
+        now = time.monotonic()
+        if waiting == "monitor" and now - since > self.sync_timeout:
             self.sync_timeouts += 1
             self.get_logger().warning(
-                f"no monitor status for t={stamp_to_ns(state.header.stamp) * 1e-9:.3f} s within "
+                f"no monitor status for t={stamp * 1e-9:.3f} s within "
                 f"{self.sync_timeout} s: answering without it ({self.sync_timeouts} so far)",
                 throttle_duration_sec=1.0,
             )
-            self._answer(state)
+            self._unsynced = stamp
+        elif waiting == "announcement":
+            if now - max(since, self._warned_at) > self.adapter_timeout:
+                self._warned_at = now
+                self.get_logger().warning(
+                    f"holding t={stamp * 1e-9:.3f} s for {now - since:.0f} s: the adapter has not announced its "
+                    "rounds (adapter.sync: is an adapter running?)")
+            return
+        elif waiting and waiting != "monitor" and now - since > self.adapter_timeout:
+            self.get_logger().error(
+                f"lockstep: no {waiting} within {self.adapter_timeout} s (adapter.sync_timeout) at "
+                f"t={stamp * 1e-9:.3f} s: going on without waiting for the adapter; this run is not reproducible"
+            )
+            self.adapter_mode = "realtime"  # from now on updates apply when they arrive
+            self._swap_in_received()
+        self._try_pending()
 
     def _on_state(self, msg: State) -> None:
         stamp = stamp_to_ns(msg.header.stamp)
@@ -135,13 +237,17 @@ class ControllerNode(Node):
                 throttle_duration_sec=1.0,
             )
             return
-        if self.sync and stamp > self._monitor_stamp:
-            self._pending = (msg, time.monotonic())  # answered when the monitor has judged it
+        if self._pending is not None and stamp_to_ns(self._pending[0].header.stamp) == stamp:
+            return  # a re-send of the state held: it keeps waiting since it first came
+        if self._waiting_for(stamp):
+            self._pending = (msg, time.monotonic())  # answered when what it waits for is in
             return
         self._answer(msg)
 
     def _answer(self, msg: State) -> None:
         stamp = stamp_to_ns(msg.header.stamp)
+        if self.adapter_mode == "lockstep":
+            self._swap_due(stamp)
         reason = self.safety_reason
         age = (self.get_clock().now().nanoseconds - stamp) * 1e-9
         if self.max_state_age > 0 and age > self.max_state_age and not reason:

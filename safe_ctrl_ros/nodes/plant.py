@@ -74,7 +74,7 @@ class PlantNode(Node):
         diag = float(self.values["diagnostics_period"])
         self.diag_timer = self.create_timer(diag, self.core.periodic_diagnostics) if diag > 0 else None
         self.get_logger().info(
-            f"{self.sim.model.name}: dt={self.sim.dt} s, {self.sim.substeps} substeps, mode={self.core.mode}, "
+            f"{self.sim.model.name}: dt={self.sim.dt} s, {self.sim.describe()}, mode={self.core.mode}, "
             f"task={self.core.task.kind}, x0={self.sim.x.tolist()}"
         )
 

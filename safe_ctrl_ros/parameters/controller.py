@@ -71,6 +71,12 @@ CONTROLLER = NodeSpec("controller", (
               "lockstep: answer a state only after the monitor's status for it (deterministic reactions)"),
     ParamSpec("safety.sync_timeout", T.DOUBLE, 0.5, "wall s to wait for the monitor's status", low=0.0,
               read_only=False),
+    ParamSpec("adapter.sync", T.BOOL, False,
+              "an adapter runs: answer nothing before its schedule is announced; with a lockstep adapter, "
+              "answer a round's due state only after that round's result (reproducible model updates)"),
+    ParamSpec("adapter.sync_timeout", T.DOUBLE, 10.0, "wall s to wait for a round's result before going on "
+              "without waiting (an error: the run is no longer reproducible)", low=0.0, low_open=True,
+              read_only=False),
     ParamSpec("max_state_age", T.DOUBLE, 0.1,
               "s (node clock): an older state is stale and gets the fallback; 0 = off", low=0.0, read_only=False),
     ParamSpec("fallback.mode", T.STRING, "lqr", "the fallback law: LQR or fallback.command",

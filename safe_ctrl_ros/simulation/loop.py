@@ -225,6 +225,7 @@ class PlantLoop:
         stats, sim = self.sim.stats, self.sim
         return {
             "system": sim.model.name,
+            **sim.describe(),
             "mode": self.mode,
             "steps": stats.steps,
             "sim_time_s": round(sim.t, 9),

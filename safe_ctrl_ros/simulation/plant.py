@@ -28,6 +28,8 @@ class PlantSim:
     Time is kept in integer nanoseconds (k * dt_ns) so that stamps compare exactly.
     """
 
+    engine = "casadi"  # the plant node's `engine` (simulation/mujoco/plant.py: "mujoco")
+
     def __init__(self, model: SymbolicModel, dt: float, substeps: int, x0: ArrayLike | None = None) -> None:
         if not (np.isfinite(dt) and dt > 0):
             raise ConfigError(f"dt must be a positive number of seconds, got {dt}")
@@ -88,6 +90,11 @@ class PlantSim:
         self.k += 1
         self.stats.steps += 1
         return self.x
+
+    def describe(self) -> dict[str, object]:
+        """The engine and how it integrates (the episode summary's `engine` and `physics`)."""
+        return {"engine": self.engine, "physics": {"integrator": "rk4", "substeps": self.substeps,
+                                                   "step_s": self.dt / self.substeps}}
 
     def model_state_items(self, x: FloatArray) -> list[tuple[str, float]]:
         return list(zip(self.model.state_names, (float(v) for v in x), strict=True))

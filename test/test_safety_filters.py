@@ -1,0 +1,160 @@
+"""The safety filters' cores (safe_ctrl_ros.safety.filters): CBF-QP and MPSC, without ROS.
+
+What is checked: a proposal that keeps the constraints passes bit for bit; an adversarial controller
+(always full force towards a limit) never drives the closed loop out of the constraints under a
+disturbance within the designed bound, with either filter; the relative degrees the CBF reads off the
+model; MPSC's fallback applies the certified backup with its tube feedback and says so; bad input gets
+the documented fallback; the settings builder names unknown settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from safe_ctrl_ros import systems
+from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.safety import load_constraints, make_constraints
+from safe_ctrl_ros.safety.filters import CbfConfig, CbfFilter, Margins, MpscConfig, MpscFilter, PassThrough
+from safe_ctrl_ros.safety.filters.settings import build_filter
+from safe_ctrl_ros.simulation import PlantSim
+
+CARTPOLE = systems.make("cartpole")
+REPO = Path(__file__).resolve().parents[1]
+DT = 0.02
+W = 0.05  # N: the disturbance bound the filters are built for in these tests
+BW = 1e-6
+
+
+def _pole() -> Any:
+    return load_constraints(REPO / "config/constraints/cartpole_pole.yaml", 4, 1)
+
+
+def _cbf() -> CbfFilter:
+    return CbfFilter(CARTPOLE, DT, _pole(), CbfConfig(), Margins(disturbance=np.array([W, 0, 0, 0, 0, 0])),
+                     substeps=2)
+
+
+def _mpsc() -> MpscFilter:
+    cfg = MpscConfig(horizon=30, terminal_scale=1.0, Q_lqr=[1.0, 1.0, 10.0, 10.0], R_lqr=[0.01], backup_weight=BW)
+    return MpscFilter(CARTPOLE, DT, _pole(), cfg, Margins(disturbance=np.array([W, 0, 0, 0, 0, 0])), substeps=2)
+
+
+def test_cbf_relative_degrees_follow_the_model() -> None:
+    # theta has relative degree two, theta_dot one (rows: lower theta, lower theta_dot, upper ...)
+    assert _cbf().degrees == [2, 1, 2, 1]
+    quad = systems.make("quadrotor_2d")
+    cons = load_constraints(REPO / "config/constraints/quadrotor_2d_flight.yaml", 6, 2)
+    assert CbfFilter(quad, DT, cons).degrees == [2, 2, 2, 2]  # altitude and pitch: positions and angles
+    rate = make_constraints([{"kind": "bounded", "active_dims": [5], "lower": -1.0, "upper": 1.0}], 6, 2)
+    assert CbfFilter(quad, DT, rate).degrees == [1, 1]  # the pitch rate: the input acts on it directly
+
+
+@pytest.mark.parametrize("make", [_cbf, _mpsc])
+def test_a_safe_proposal_passes_unchanged(make: Any) -> None:
+    f = make()
+    x, u = np.zeros(4), np.array([0.3])
+    u_safe, rep = f.filter(x, u, 0.0)
+    assert u_safe.tolist() == u.tolist()
+    assert rep.intervened is False and rep.intervention == 0.0 and rep.infeasible is False
+    assert rep.u_proposed.tolist() == [0.3]
+
+
+def test_cbf_cuts_a_proposal_that_would_break_the_rate_limit() -> None:
+    f = _cbf()
+    x = np.array([0.0, 0.0, 0.0, 0.15])
+    u_safe, rep = f.filter(x, np.array([-10.0]), 0.0)  # full force left: the pole rotates faster
+    assert rep.intervened is True and rep.infeasible is False
+    assert rep.intervention == pytest.approx(abs(u_safe[0] + 10.0))
+    assert "pole[1]_upper" in rep.active  # theta_dot's upper row is the one that binds
+    # the certified command keeps theta_dot's barrier condition on the nominal prediction
+    x1 = CARTPOLE.step(x, u_safe, DT, 2)
+    assert x1[3] < 0.2
+
+
+@pytest.mark.parametrize("make", [_cbf, _mpsc])
+def test_an_adversarial_controller_never_leaves_the_constraints(make: Any) -> None:
+    """Always full force, switching direction every second, with a random push within the bound."""
+    f = make()
+    plant = PlantSim(CARTPOLE, DT, 10)
+    plant.reset(np.zeros(4))
+    cons = _pole()
+    rng = np.random.default_rng(0)
+    violations = infeasible = 0
+    for k in range(300):
+        u_prop = np.array([10.0 if (k // 50) % 2 == 0 else -10.0])
+        u_safe, rep = f.filter(plant.x, u_prop, k * DT)
+        infeasible += rep.infeasible
+        plant.wrench = np.array([rng.uniform(-W, W), 0, 0, 0, 0, 0])
+        x = plant.advance(u_safe)
+        violations += cons.evaluate(x, u_safe).any_violated
+    assert violations == 0
+    assert f.interventions > 100  # it did have to act
+    assert infeasible == f.infeasible_steps
+
+
+def test_without_a_filter_the_same_controller_violates() -> None:
+    plant = PlantSim(CARTPOLE, DT, 10)
+    plant.reset(np.zeros(4))
+    cons = _pole()
+    f = PassThrough()
+    violations = 0
+    for k in range(100):
+        u_safe, rep = f.filter(plant.x, np.array([10.0]), k * DT)
+        assert rep.intervened is False
+        violations += cons.evaluate(plant.advance(u_safe), u_safe).any_violated
+    assert violations > 50
+
+
+def test_mpsc_falls_back_to_the_certified_backup_with_its_feedback() -> None:
+    f = _mpsc()
+    x = np.array([0.0, 0.0, 0.02, 0.0])
+    u0, rep = f.filter(x, np.array([0.0]), 0.0)
+    assert rep.infeasible is False
+    backup, backup_x = f._backup.copy(), f._backup_x.copy()  # type: ignore[union-attr]
+    x1 = np.array([0.001, 0.01, 0.021, 0.01])
+
+    def broken(*_: Any) -> Any:
+        n = f.cfg.horizon
+        return np.full(n, np.nan), np.full(3, np.nan), np.full((4, n + 1), np.nan)
+
+    f._solve = broken  # type: ignore[method-assign]
+    u1, rep1 = f.filter(x1, np.array([5.0]), DT)
+    assert rep1.infeasible is True
+    assert rep1.fallback == f"QP failed: certified backup input 1 of {f.cfg.horizon - 1}"
+    expected = np.clip(backup[0] - f.K @ (x1 - backup_x[0]), -10.0, 10.0)
+    assert u1 == pytest.approx(expected, abs=1e-12)
+    assert f.infeasible_steps == 1
+
+
+def test_mpsc_reports_when_nothing_can_be_certified() -> None:
+    f = _mpsc()
+    x = np.array([0.0, 0.0, 0.19, 0.6])  # theta_dot far beyond its limit: no plan keeps the rows
+    u, rep = f.filter(x, np.array([0.0]), 0.0)
+    assert rep.infeasible is True
+    assert rep.fallback.endswith("terminal LQR law")  # no certified backup yet
+    assert u == pytest.approx(np.clip(-f.K @ (x - np.array([0.0, 0, 0, 0])), -10, 10), abs=1e-12)
+
+
+@pytest.mark.parametrize("make", [_cbf, _mpsc])
+def test_bad_input_gets_the_documented_fallback(make: Any) -> None:
+    f = make()
+    u, rep = f.filter(np.array([np.nan, 0, 0, 0]), np.array([1.0]), 0.0)
+    assert rep.infeasible is True and "non-finite or wrong-size state" in rep.fallback
+    assert np.all(np.isfinite(u))
+    u, rep = f.filter(np.zeros(4), np.array([1.0, 2.0]), 0.0)
+    assert rep.infeasible is True and "proposed command has 2 entries, expected 1" in rep.fallback
+    assert np.all(np.isfinite(u))
+
+
+def test_settings_name_what_is_wrong() -> None:
+    with pytest.raises(ConfigError, match=r"unknown name\(s\) \['cbf.gama'\]"):
+        build_filter({"filter": "cbf", "cbf.gama": 0.5}, CARTPOLE, _pole())
+    with pytest.raises(ConfigError, match="cbf gamma must be in"):
+        build_filter({"filter": "cbf", "cbf.gamma": 1.5}, CARTPOLE, _pole())
+    with pytest.raises(ConfigError, match="filter model_error: expected a vector of size 4"):
+        build_filter({"filter": "mpsc", "model_error": [0.1]}, CARTPOLE, _pole())
+    assert isinstance(build_filter({"filter": "none"}, CARTPOLE, _pole()), PassThrough)
