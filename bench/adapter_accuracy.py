@@ -1,7 +1,12 @@
 """Offline adaptation to a 30% mass mismatch on the 2D quadrotor: loss against forward passes.
 
-    tools/run.sh python bench/adapter_accuracy.py [--seeds 10] [--passes 100000] [--quick]
+    tools/run.sh python bench/adapter_accuracy.py [--seeds 10] [--first-seed 0] [--passes 100000] [--quick]
         [--out bench/results/adapter_accuracy.json]
+    tools/run.sh python bench/adapter_accuracy.py --merge PART.json [PART.json ...] [--out ...]
+
+--merge writes one result file from files run with the same settings on other seeds (e.g. seed
+ranges in parallel processes, --first-seed/--seeds): the summaries are recomputed over all seeds,
+and `merged_from` keeps each part's provenance.
 
 Data: transitions of the 30% heavier quadrotor flying figure-8s and circles under LQR with
 exploration noise (safe_ctrl_ros.learning.pretrain.collect with the mass fixed), split into a
@@ -24,8 +29,9 @@ final_val_loss, curve: [[forward_passes, val_loss], ...], seconds}; the float me
 final_val_loss_16w8a, the loss of their final weights quantized to 16w8a (what the adapter would
 publish; QZO-FF's final_val_loss is already the integer model's). Top level: the settings, `data`
 (per seed: sizes, the derived seeds, the zero and pretrained validation losses), `summaries` (per
-variant: stats.summarize over seeds), `bp_lr` and `bp_lr_sweep`, and `paired` (per-seed ratios,
-stats.paired: QZO-FF against each baseline).
+variant: stats.summarize over seeds, with the median and how many seeds ended above the start),
+`bp_lr` and `bp_lr_sweep`, and `paired` (per-seed ratios, stats.paired: QZO-FF against each
+baseline, and backprop's 16w8a and quantization-aware losses against its float loss).
 """
 
 from __future__ import annotations
@@ -218,6 +224,13 @@ def summarize_all(records: list[dict[str, Any]], data: list[dict[str, Any]], see
                 other = values(key, figure)
                 out["paired"][name] = paired(qzo, other)
         out["paired"]["qzo_ff_over_pretrained"] = paired(qzo, start)
+    # The 16w8a format's floor: what rounding backprop's weights, or training through the integer
+    # forward pass, costs against backprop in float.
+    if "bp" in keyed:
+        bp = values("bp")
+        out["paired"]["bp_16w8a_over_bp"] = paired(values("bp", "final_val_loss_16w8a"), bp)
+        if "bp_qat" in keyed:
+            out["paired"]["bp_qat_over_bp"] = paired(values("bp_qat"), bp)
     return out
 
 

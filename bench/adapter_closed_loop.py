@@ -6,8 +6,9 @@
 The same loop as the ROS graph, run in the core for repeatability: the plant is 30% heavier than
 the controller's model and feels a light seeded wind (WIND: a 0.2 Hz breeze of random phase and
 white-noise turbulence, both force disturbances from safe_ctrl_ros.disturbances; --wind scales
-them, 0 = the calm plant); the NMPC predicts with nominal RK4 + the residual (starting from the
-pretrained config/models/quadrotor_2d_residual.npz). The adapter runs in its own process, as on the
+them, 0 = the calm plant); the tracking error is over the position entries
+(SymbolicModel.position_indices: x and z). The NMPC predicts with nominal RK4 + the residual
+(starting from the pretrained config/models/quadrotor_2d_residual.npz). The adapter runs in its own process, as on the
 robot, with the adapter node's default settings (safe_ctrl_ros.learning.settings.PARAMETERS; --lr
 and --bp-lr override the step sizes; --model runs another pretrained residual): at the end of every
 `round_period` the loop hands it the round's transitions, and it trains `steps_per_round` steps and

@@ -1,21 +1,23 @@
 """NMPC solve cost like for like: real-time iterations against each other, converged solvers against each other.
 
-    tools/run.sh python bench/mpc_solve.py [--steps-scale 1.0] [--no-callgrind] [--callgrind-steps 150]
+    tools/run.sh python bench/mpc_solve.py [--scenarios ...] [--steps-scale 1.0] [--no-callgrind]
                                           [--out bench/results/mpc_solve.json]
 
-Two groups; a ratio is only ever taken within one (the summaries' one `cross` entry says what it is):
+Two groups; a ratio is only ever taken within one (the summaries' `cross` entries say what they are):
 - rti: one Gauss-Newton QP per control step from the shifted previous solution (real-time
   iteration): rti_hpipm (the default; one CasADi function), sqp_hpipm and sqp_qrqp (sqpmethod with
-  sqp_iterations = 1, HPIPM or CasADi's active-set qrqp). They solve the same QP.
+  sqp_iterations = 1, HPIPM or CasADi's active-set qrqp). They solve the same QP; sqpmethod checks
+  its tolerances before the QP and returns the warm start unchanged when it already meets them.
 - converged: the NLP solved to convergence at every step: rti_hpipm iterated (Gauss-Newton SQP, full
   steps, up to GN_MAX_ITERATIONS, until the step's largest entry is <= GN_TOL), ipopt through nlpsol
   on the Nmpc's NLP, ipopt on the same NLP posed with CasADi Opti (expand=True; detect_simple_bounds
   turns the input and slack bounds, and x_0 = x0, into variable bounds; called through
-  opti.to_function, Opti's way for repeated solves), and fatrop (as the project configures it). Both
-  ipopt baselines are warm-started with the previous primal and dual solution shifted by one stage
-  and IPOPT_WARM's options (the fastest of the variants tried, docs/CONTROLLERS.md). Check that they
-  converge: iterations, GN's last step norm, ipopt's final inf_pr / inf_du, and the closed loop of
-  each against ipopt's (largest input difference, RMSE difference; RMSE_REL_TOL).
+  opti.to_function, Opti's way for repeated solves; its objective is checked against the Nmpc's),
+  and fatrop (as the project configures it). Both ipopt baselines are warm-started with the
+  previous primal and dual solution shifted by one stage and IPOPT_WARM's options (the fastest of
+  the variants tried, docs/CONTROLLERS.md). Whether they converge: iterations, the Gauss-Newton
+  step's norm, ipopt's final max(inf_pr, inf_du), and against ipopt (nlpsol) the closed-loop RMSE
+  (within RMSE_REL_TOL) and the command difference at the same states (`replay`).
 
 Scenarios (N = 20, 50 Hz; the plant is the same model with 10 RK4 substeps):
 - figure8: the 2D quadrotor tracking safe-control-gym's figure-8 (scale 0.75, 6 s period, x-z plane,
@@ -24,20 +26,24 @@ Scenarios (N = 20, 50 Hz; the plant is the same model with 10 RK4 substeps):
 - pole_constraints: the cart-pole stabilized from 0.15 rad under |theta|, |theta_dot| <= 0.2 (active), 5 s;
 - figure8_residual (rti group only): figure8 with the flagship's learned residual (an 8-32-32-6 MLP,
   config/models/quadrotor_2d_residual.npz) inside the prediction;
-- hover_3d_wind (rti group only): the 3D quadrotor hovering under a 0.025 N wind step at 2 s with
-  the 24-row flight envelope as soft constraints (config/quadrotor_3d_hover.yaml's weights), 10 s.
+- hover_3d_wind (rti group only): the 3D quadrotor hovering at (0, 0, 1) m under a 0.025 N wind step
+  at 2 s, the 24-row flight envelope as soft constraints, config/quadrotor_3d_hover.yaml's weights, 10 s.
 
 Latency: each closed loop runs once and every step counts once: the wall time of the controller
-call (reference sampling, warm start, solve, checks, shift), p50 / p99 / max, the first call
-(set-up) excluded. The machine may be shared; provenance and `load_average` say how loaded it was.
-Instructions: the same controller call counted by callgrind (load-independent): a sub-run of the
-first `--callgrind-steps` steps of the same closed loop under valgrind, callgrind collecting only
-between two client requests around each counted call and dumping once per call, so every count is
-exactly one call; CALLGRIND_WINDOWS windows of CALLGRIND_SOLVES consecutive calls spread over the
-sub-run (instrumentation off in between, which runs the loop ~20x faster than instrumented; the
-first call after switching it on is not counted); the record has the median per call. Solvers
-slower than `--callgrind-max-ms` at p50 are not counted (their ratio is not in doubt). RMSE is over
-the model's position entries (`position_indices`; the cart-pole's pole angle apart, angle_rmse).
+call (reference sampling, warm start, solve, checks, shift) as a robot would see it, p50 / p99 /
+max, the first call (set-up) excluded; also its thread CPU time (cpu_p50_ms, cpu_p99_ms: time the
+scheduler gives to other processes not counted). The machine may be shared: provenance and
+`load_average` (before and after the timed runs) say how loaded it was.
+Instructions: the same controller call counted by callgrind, which does not depend on the load: a
+sub-run of the same closed loop (its first `counted_steps`) under valgrind, callgrind collecting
+only between two client requests around a counted call and dumping once per call, so every count
+is exactly one call; CALLGRIND_WINDOWS windows of CALLGRIND_SOLVES consecutive calls spread over
+the sub-run (instrumentation off in between, which runs ~20x faster than instrumented; the call
+before each window runs instrumented and is thrown away: the first dump after instrumentation is
+switched on is garbage). Records carry the median per call. Solvers whose CPU time p50 is above
+`--callgrind-max-ms` are not counted (their ratio to the others is not in doubt).
+RMSE is over the model's position entries (`position_indices`: quadrotor x, z; cart-pole x), the
+angles apart (`angle_rmse`).
 """
 
 from __future__ import annotations
@@ -77,7 +83,7 @@ GN_MAX_ITERATIONS, GN_TOL = 30, 1e-8
 IPOPT_WARM = {"warm_start_init_point": "yes", "mu_init": 1e-4, "warm_start_bound_push": 1e-6,
               "warm_start_mult_bound_push": 1e-6}
 RMSE_REL_TOL = 1e-3  # converged solvers' closed-loop RMSEs must agree with ipopt's to 0.1%
-CALLGRIND_WINDOWS, CALLGRIND_SOLVES = 5, 6
+CALLGRIND_WINDOWS, CALLGRIND_SOLVES = 6, 5
 
 FIG8 = {"kind": "figure8", "scale": 0.75, "length": 6.0, "plane": "xz", "offset": [0.0, 1.0]}
 QUAD_Q = [5.0, 0.1, 5.0, 0.1, 0.1, 0.1]
@@ -99,6 +105,7 @@ class Scenario:
     x0: tuple[float, ...] | None = None  # None: the reference at t = 0
     residual: bool = False
     wind: tuple[float, tuple[float, ...]] | None = None  # (start s, world wrench) held from then on
+    counted_steps: int = 300  # the callgrind sub-run: the first this many steps of the loop
 
 
 def _hover() -> dict[str, Any]:
@@ -106,15 +113,17 @@ def _hover() -> dict[str, Any]:
 
 
 SCENARIOS: dict[str, Scenario] = {
+    # Sub-runs counted by callgrind: one period of the figure-8 (300 steps), the whole cart-pole
+    # run, the hover from 2 s before to 3 s after the wind step.
     "figure8": Scenario("quadrotor_2d", FIG8, QUAD_Q, 0.1, 600, ("rti", "converged")),
     "figure8_tilt": Scenario("quadrotor_2d", FIG8, QUAD_Q, 0.1, 600, ("rti", "converged"), TILT),
     "pole_constraints": Scenario("cartpole", None, [1.0, 1.0, 10.0, 1.0], 0.1, 250, ("rti", "converged"), POLE,
-                                 x0=(0.0, 0.0, 0.15, 0.0)),
+                                 x0=(0.0, 0.0, 0.15, 0.0), counted_steps=250),
     "figure8_residual": Scenario("quadrotor_2d", FIG8, QUAD_Q, 0.1, 600, ("rti",), residual=True),
     "hover_3d_wind": Scenario("quadrotor_3d", {"kind": "stabilization", "goal": [0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]},
                               "hover:Q", "hover:R", 500, ("rti",),
                               REPO / "config" / "constraints" / "quadrotor_3d_flight.yaml",
-                              wind=(2.0, (0.02, 0.015, 0.0, 0.0, 0.0, 0.0))),
+                              wind=(2.0, (0.02, 0.015, 0.0, 0.0, 0.0, 0.0)), counted_steps=250),
 }
 GROUPS: dict[str, tuple[str, ...]] = {
     "rti": ("rti_hpipm", "sqp_hpipm", "sqp_qrqp"),
@@ -340,15 +349,17 @@ def run_loop(loop: Loop, steps: int, around: Callable[[int, Callable[[], FloatAr
     model, task, scn = loop.model, loop.task, loop.scn
     x = _start(loop)
     pos, ang = list(model.position_indices), list(model.angle_indices)
-    times, inputs, oks, iterations, measures, pos_err, ang_err, states = [], [], [], [], [], [], [], []
-    clock = time.perf_counter
+    times, cpu, inputs, oks, iterations, measures, pos_err, ang_err, states = [], [], [], [], [], [], [], [], []
+    clock, cpu_clock = time.perf_counter, time.thread_time
     for k in range(steps):
         t = k * DT
         states.append(x)
         if around is None:
+            cpu_start = cpu_clock()
             start = clock()
             u = loop.law(x, t)
             times.append(clock() - start)
+            cpu.append(cpu_clock() - cpu_start)
         else:
             u = around(k, lambda x=x, t=t: loop.law(x, t))
         ok, its, measure = loop.probe()
@@ -360,7 +371,8 @@ def run_loop(loop: Loop, steps: int, around: Callable[[int, Callable[[], FloatAr
         ref = task.reference((k + 1) * DT)[0][0]
         pos_err.append(float(np.linalg.norm(x[pos] - ref[pos])))
         ang_err.append(float(np.linalg.norm(x[ang] - ref[ang])) if ang else 0.0)
-    return {"times": np.array(times), "inputs": np.array(inputs), "ok": np.array(oks), "states": np.array(states),
+    return {"times": np.array(times), "cpu": np.array(cpu), "inputs": np.array(inputs), "ok": np.array(oks),
+            "states": np.array(states),
             "iterations": np.array(iterations), "measures": np.array(measures, dtype=float),
             "pos_err": np.array(pos_err), "ang_err": np.array(ang_err)}
 
@@ -383,11 +395,13 @@ def latency_record(scenario: str, group: str, solver: str, scale: float) -> tupl
     steps = steps_of(scenario, scale)
     out = run_loop(loop, steps)
     ms = out["times"][1:] * 1e3  # the first call builds the solver's workspace
+    cpu_ms = out["cpu"][1:] * 1e3
     its = out["iterations"]
     record: dict[str, Any] = {
         "solver": solver, "group": group, "scenario": scenario, "system": loop.scn.system, "horizon": N,
         "steps": steps, "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-        "max_ms": float(ms.max()), "instructions": None, "rmse": _rms(out["pos_err"]),
+        "max_ms": float(ms.max()), "cpu_p50_ms": float(np.percentile(cpu_ms, 50)),
+        "cpu_p99_ms": float(np.percentile(cpu_ms, 99)), "instructions": None, "rmse": _rms(out["pos_err"]),
         "angle_rmse": _rms(out["ang_err"]) if loop.model.angle_indices else None,
         "failures": int((~out["ok"]).sum()), "iterations_p50": float(np.median(its)), "iterations_max": int(its.max()),
     }
@@ -532,11 +546,15 @@ def ratio_entry(group: str, scenario: str, solver: str, vs: str, a: dict[str, An
     return {
         "group": group, "scenario": scenario, "solver": solver, "vs": vs, "what": what,
         "p50_ratio": _ratio(a["p50_ms"], b["p50_ms"]), "p99_ratio": _ratio(a["p99_ms"], b["p99_ms"]),
+        "cpu_p50_ratio": _ratio(a["cpu_p50_ms"], b["cpu_p50_ms"]),
         "instructions_ratio": _ratio(a["instructions"], b["instructions"]),
     }
 
 
-def summaries(records: list[dict[str, Any]], same_state: dict[tuple[str, str], dict[str, float]]) -> list[dict[str, Any]]:
+SameState = dict[tuple[str, str], dict[str, float]]
+
+
+def summaries(records: list[dict[str, Any]], same_state: SameState) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for scenario, scn in SCENARIOS.items():
         for group in scn.groups:
@@ -597,9 +615,10 @@ def main() -> int:
     parser.add_argument("--steps-scale", type=float, default=1.0, help="shorten the closed loops (smoke tests)")
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument("--no-callgrind", action="store_true", help="skip the instruction counts")
-    parser.add_argument("--callgrind-steps", type=int, default=150, help="length of the counted sub-run")
+    parser.add_argument("--callgrind-steps", type=int, default=None,
+                        help="length of the counted sub-run (default: each scenario's counted_steps)")
     parser.add_argument("--callgrind-max-ms", type=float, default=20.0,
-                        help="do not count solvers whose p50 is above this (ms)")
+                        help="do not count solvers whose CPU time p50 is above this (ms)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "mpc_solve.json")
     parser.add_argument("--callgrind-child", help=argparse.SUPPRESS)
     parser.add_argument("--callgrind-keys", help=argparse.SUPPRESS)
@@ -631,23 +650,24 @@ def main() -> int:
 
     why_not = "skipped (--no-callgrind)" if args.no_callgrind else callgrind_tools()
     callgrind: dict[str, Any] = {
-        "method": (f"valgrind --tool=callgrind on a sub-run of the first {args.callgrind_steps} steps of the same "
-                   f"closed loop; callgrind collects only between client requests around each counted controller "
+        "method": (f"valgrind --tool=callgrind on a sub-run of the same closed loop (its first `sub_run_steps` "
+                   f"steps); callgrind collects only between client requests around each counted controller "
                    f"call and dumps once per call; {CALLGRIND_WINDOWS} windows of {CALLGRIND_SOLVES} consecutive "
                    f"calls spread over the sub-run (instrumentation off in between; the call before each window "
                    f"runs instrumented and is not counted); `instructions` is the median per call (Ir), "
                    f"`instructions_range` the smallest and largest"),
-        "sub_run_steps": args.callgrind_steps, "windows": CALLGRIND_WINDOWS, "calls_per_window": CALLGRIND_SOLVES,
-        "max_p50_ms": args.callgrind_max_ms, "skipped": why_not or None,
+        "sub_run_steps": {s: min(args.callgrind_steps or SCENARIOS[s].counted_steps, steps_of(s, 1.0))
+                          for s in args.scenarios}, "windows": CALLGRIND_WINDOWS, "calls_per_window": CALLGRIND_SOLVES,
+        "max_cpu_p50_ms": args.callgrind_max_ms, "skipped": why_not or None,
         "note": ("counts are of valgrind's virtual CPU (no AVX-512), so libraries that dispatch on the CPU may "
                  "run other code paths than natively; they are exact and repeatable for the code that runs"),
     }
     if not why_not:
         callgrind["valgrind"] = valgrind_version()
         for scenario in args.scenarios:
-            steps = min(args.callgrind_steps, steps_of(scenario, 1.0))
+            steps = min(args.callgrind_steps or SCENARIOS[scenario].counted_steps, steps_of(scenario, 1.0))
             keys = [f"{r['group']}/{r['solver']}" for r in records
-                    if r["scenario"] == scenario and r["p50_ms"] <= args.callgrind_max_ms]
+                    if r["scenario"] == scenario and r["cpu_p50_ms"] <= args.callgrind_max_ms]
             started = time.perf_counter()
             counts = count_instructions(scenario, keys, steps)
             for r in records:
@@ -657,7 +677,7 @@ def main() -> int:
                     r["instructions_range"] = [int(min(c)), int(max(c))]
                     r["instruction_samples"] = len(c)
                 elif r["scenario"] == scenario:
-                    r["instructions_note"] = f"not counted: p50 above {args.callgrind_max_ms:g} ms"
+                    r["instructions_note"] = f"not counted: CPU p50 above {args.callgrind_max_ms:g} ms"
             print(f"callgrind {scenario}: {len(keys)} solvers in {time.perf_counter() - started:.0f} s", flush=True)
     sums = summaries(records, same_state)
     for s in sums:

@@ -3,7 +3,7 @@ nominal symbolic model, the residual adapted on board, the plant MuJoCo's 2D qua
 lag and drag on.
 
     tools/run.sh python bench/mujoco_closed_loop.py [--seeds 10] [--seconds 40] [--variants nominal qzo_ff bp]
-        [--out bench/results/mujoco_closed_loop.json]
+        [--thrust-lag S] [--out bench/results/mujoco_closed_loop.json]
 
 The loop, the variants, the seeds, the wind, the 30% heavier vehicle, the adapter in its own
 process (the adapter node's default settings) and the figures are bench/adapter_closed_loop.py's
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +48,15 @@ def mujoco_plant(model: SymbolicModel, dt: float, substeps: int) -> MujocoPlantS
 
 
 def main() -> int:
+    global SETTINGS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--thrust-lag", type=float, default=SETTINGS.thrust_lag, help="s; 0: off (a diagnostic)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "mujoco_closed_loop.json")
     args = parser.parse_args()
+    SETTINGS = replace(SETTINGS, thrust_lag=args.thrust_lag)
     acl.PlantSim = mujoco_plant  # type: ignore[assignment,misc]  # the one change to the imported loop
     seeds = list(range(args.seeds))
     variants: list[str] = args.variants

@@ -138,6 +138,22 @@ def test_adapter_accuracy_writes_per_seed_records_and_summaries(tmp_path: Path) 
     ratios = data["paired"]["qzo_ff_over_bp"]["per_seed"]
     assert ratios == pytest.approx([a / b for a, b in zip(qzo, bp, strict=True)], rel=1e-12)
     assert data["paired"]["qzo_ff_over_bp"]["mean"] == pytest.approx(sum(ratios) / 2, rel=1e-12)
+    # A seed run alone gives the same records (deterministic per seed); --merge of such runs gives
+    # the summaries of the run over both seeds.
+    parts = []
+    for seed in ("1", "0"):
+        parts.append(tmp_path / f"part{seed}.json")
+        _run_bench("adapter_accuracy.py", "--quick", "--first-seed", seed, "--seeds", "1", "--steps", "20",
+                   "--bp-steps", "10", "--variants", "qzo_ff", "fg_fp32", "bp", "--bp-lrs", "1e-3", "1e-2",
+                   "--out", str(parts[-1]))
+    merged = tmp_path / "merged.json"
+    _run_bench("adapter_accuracy.py", "--merge", *map(str, parts), "--out", str(merged))
+    both = json.loads(merged.read_text())
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in both["records"]] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in records]
+    assert both["summaries"] == data["summaries"]
+    assert both["paired"] == data["paired"]
+    assert [m["seeds"] for m in both["merged_from"]] == [[1], [0]]
 
 
 def test_adapter_closed_loop_writes_per_seed_records_and_summaries(tmp_path: Path) -> None:

@@ -239,7 +239,8 @@ def test_gauss_newton_stops_once_converged() -> None:
     assert gn.step_norm <= 1e-10
     np.testing.assert_allclose(gn.u_pred, every.u_pred, rtol=0, atol=1e-9)
     np.testing.assert_allclose(gn.u_pred, exact.u_pred, rtol=0, atol=1e-4)
-    capped = Nmpc(model, task, NmpcConfig(solver="rti_hpipm", sqp_iterations=2, sqp_tol=1e-12, **cfg), cons).solve(x0, 0.0)
+    capped_cfg = NmpcConfig(solver="rti_hpipm", sqp_iterations=2, sqp_tol=1e-12, **cfg)
+    capped = Nmpc(model, task, capped_cfg, cons).solve(x0, 0.0)
     assert capped.success
     assert capped.iterations == 2
     assert capped.status == "not converged in 2 iterations"

@@ -25,12 +25,24 @@ NS = "repro"  # one namespace for every run: the bags' topic names must match
 DT_NS = 20_000_000
 
 
+# Topics with one message per step from t = 0: a complete recording has each from its first step.
+PER_STEP = ("plant/state", "state", "cmd", "plant/cmd", "controller/status", "constraint_monitor/status")
+
+
 def record(tmp_path: Path, launch: Path, name: str, *args: str) -> Path:
-    bag = tmp_path / name
-    done = bringup(str(launch), f"namespace:={NS}", "record:=true", f"bag:={bag}", "autostart:=false", *args,
-                   timeout=240)
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-    return bag
+    """Record one run. The recorder starts the plant once its readers have matched every publisher,
+    but a writer can match the reader later than the reader the writer (discovery is not symmetric;
+    seen here under load, when the first second of `cmd` was missing): an incomplete recording is
+    made again (at most twice), so that what is compared is always a whole run."""
+    for attempt in range(3):
+        bag = tmp_path / f"{name}{attempt or ''}"
+        done = bringup(str(launch), f"namespace:={NS}", "record:=true", f"bag:={bag}", "autostart:=false", *args,
+                       timeout=240)
+        assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+        late = [t for t in PER_STEP if not messages(bag, t) or _stamp(messages(bag, t)[0]) != 0]
+        if not late:
+            return bag
+    raise AssertionError(f"{name}: the recordings missed the start of {late}")
 
 
 def messages(bag: Path, suffix: str) -> list[Any]:
@@ -65,9 +77,22 @@ def step_with(bag: Path, system: str, k: int, **params: float) -> tuple[np.ndarr
     return states[(k + 1) * DT_NS], sim.advance(cmds[k * DT_NS])
 
 
+def params_file(tmp_path: Path, config: str, adapter: dict[str, Any] | None = None) -> str:
+    """config/<config> for a test: the monitor's stale detection (wall time: `stale_timeout` s without a
+    state) kept out of the graph's shutdown after the episode's end, and `adapter` settings."""
+    params = yaml.safe_load((REPO / "config" / config).read_text())
+    params["/**/constraint_monitor"]["ros__parameters"]["stale_timeout"] = 60.0
+    if adapter:
+        params["/**/adapter"]["ros__parameters"].update(adapter)
+    path = tmp_path / f"test_{config}"
+    path.write_text(yaml.safe_dump(params))
+    return f"params:={path}"
+
+
 def test_flagship_without_adapter_same_seed_same_bag(tmp_path: Path) -> None:
-    a = record(tmp_path, FLAGSHIP, "a", "adapter:=false", "duration:=2.0")
-    b = record(tmp_path, FLAGSHIP, "b", "adapter:=false", "duration:=2.0")
+    params = params_file(tmp_path, "quadrotor_2d_flagship.yaml")
+    a = record(tmp_path, FLAGSHIP, "a", params, "adapter:=false", "duration:=2.0")
+    b = record(tmp_path, FLAGSHIP, "b", params, "adapter:=false", "duration:=2.0")
     assert differences(a, b) == []
     assert len(messages(a, "plant/state")) == 101
     # The 30% heavier vehicle from t = 0 (config/disturbances/quadrotor_2d_gusts.yaml): the very first
@@ -78,30 +103,23 @@ def test_flagship_without_adapter_same_seed_same_bag(tmp_path: Path) -> None:
     assert recorded.tolist() != step_with(a, "quadrotor_2d", 0)[1].tolist()
 
 
-def fast_adapter_params(tmp_path: Path) -> Path:
-    """The flagship's params with rounds every 0.2 s in force 0.2 s later, and small batches, so that
-    model updates land within a short run."""
-    params = yaml.safe_load((REPO / "config" / "quadrotor_2d_flagship.yaml").read_text())
-    params["/**/adapter"]["ros__parameters"].update(
-        batch_size=32, min_val=10, update_period=0.2, round_delay=0.2, steps_per_update=10)
-    path = tmp_path / "fast_adapter.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
-
-
 def test_flagship_with_adapter_same_seed_same_bag_other_seed_other_bag(tmp_path: Path) -> None:
-    params = f"params:={fast_adapter_params(tmp_path)}"
+    # Rounds every 0.2 s in force 0.2 s later, and small batches, so that updates land within 3 s.
+    params = params_file(tmp_path, "quadrotor_2d_flagship.yaml", {
+        "batch_size": 32, "min_val": 10, "update_period": 0.2, "round_delay": 0.2, "steps_per_update": 10})
     a = record(tmp_path, FLAGSHIP, "a", params, "duration:=3.0")
-    b = record(tmp_path, FLAGSHIP, "b", params, "duration:=3.0")
+    # The same run with the learner at a lower scheduling priority: its rounds end later in wall
+    # time, which in lockstep changes nothing but how long the loop waits for them.
+    b = record(tmp_path, FLAGSHIP, "b", params, "duration:=3.0", "adapter_nice:=10")
     c = record(tmp_path, FLAGSHIP, "c", params, "duration:=3.0", "seed:=5")
     assert differences(a, b) == []
     other = differences(a, c)
     assert any(line.startswith(f"/{NS}/plant/state ") for line in other), other
     # Every round announced, in order, each due 0.2 s after its data end; updates went out.
     statuses = messages(a, "adapter/status")
-    assert [s.round for s in statuses] == list(range(len(statuses)))
+    # (only the rounds due within the 3 s: data ends 0.2, 0.4, ..., 2.8 s)
+    assert [s.round for s in statuses] == list(range(15))
     assert statuses[0].outcome == "announced"
-    assert len(statuses) >= 14  # rounds at 0.2, 0.4, ... s up to 2.8 s
     for s in statuses[1:]:
         assert _ns(s.due) - _ns(s.data_end) == 200_000_000
         assert _ns(s.next_due) - _ns(s.due) == 200_000_000
@@ -115,16 +133,22 @@ def test_flagship_with_adapter_same_seed_same_bag_other_seed_other_bag(tmp_path:
     assert len(landed) >= 2
     for m in landed:
         assert next(t for t, used in in_use if used == m.version) == _ns(m.due)
-    # safe-ctrl-retrain runs the node's round loop on the bag: the same versions, to the last weight.
-    from safe_ctrl_ros.bag.retrain import main as retrain_main
+    # The offline re-trainer runs the node's round loop on the bag: the same versions, to the last weight.
+    from safe_ctrl_ros.bag.retrain import node_params, read_transitions
     from safe_ctrl_ros.learning.model_file import load_model
+    from safe_ctrl_ros.learning.offline import retrain
+    from safe_ctrl_ros.learning.settings import adapter_settings
 
-    out = tmp_path / "retrained.npz"
     model_file = REPO / "config" / "models" / "quadrotor_2d_residual.npz"
-    assert retrain_main([str(a), "--model-file", str(model_file), "--params-file", params.split(":=", 1)[1],
-                         "--out", str(out)]) == 0
-    assert load_model(out, 6, 2).net.int_weights().tolist() == list(models[-1].weights)
-    assert statuses[-1].version == models[-1].version
+    settings = adapter_settings({**node_params(Path(params.split(":=", 1)[1]), "adapter"),
+                                 "model_file": str(model_file)})
+    rec = read_transitions(a, None, None)
+    end = _ns(statuses[-1].data_end)  # the last round the node sent
+    result = retrain([s for s in rec.states if s[0] <= end], rec.commands, load_model(model_file, 6, 2),
+                     systems.make("quadrotor_2d"), settings, rec.verdicts)
+    assert result.versions == len(models) == statuses[-1].updates_accepted
+    assert result.best is not None
+    assert result.best.int_weights().tolist() == list(models[-1].weights)
 
 
 def cartpole_scenario(tmp_path: Path) -> Path:
@@ -144,9 +168,10 @@ def cartpole_scenario(tmp_path: Path) -> Path:
 
 def test_cartpole_nmpc_with_injector_same_seed_same_bag_other_seed_other_bag(tmp_path: Path) -> None:
     scenario = f"disturbances:={cartpole_scenario(tmp_path)}"
-    a = record(tmp_path, CARTPOLE, "a", scenario, "duration:=2.0")
-    b = record(tmp_path, CARTPOLE, "b", scenario, "duration:=2.0")
-    c = record(tmp_path, CARTPOLE, "c", scenario, "duration:=2.0", "seed:=4")
+    params = params_file(tmp_path, "cartpole_nmpc.yaml")
+    a = record(tmp_path, CARTPOLE, "a", params, scenario, "duration:=2.0")
+    b = record(tmp_path, CARTPOLE, "b", params, scenario, "duration:=2.0")
+    c = record(tmp_path, CARTPOLE, "c", params, scenario, "duration:=2.0", "seed:=4")
     assert differences(a, b) == []
     other = differences(a, c)
     assert any(line.startswith(f"/{NS}/state ") for line in other), other

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +22,10 @@ from helpers.ros import REPO, bringup, kill_when_recorded, spin_until, start_bri
 pytest.importorskip("rclpy")
 LAUNCH = REPO / "launch" / "cartpole_safety_filter.launch.xml"
 pytestmark = pytest.mark.graph
+
+
+def _keep(into: dict[int, Any], stamp: int, value: Any) -> None:
+    into.setdefault(stamp, value)  # the first message per stamp (re-sends repeat it)
 
 
 def test_lockstep_commands_are_the_filters_answers_with_the_same_stamp(tmp_path: Path) -> None:
@@ -40,13 +45,13 @@ def test_lockstep_commands_are_the_filters_answers_with_the_same_stamp(tmp_path:
     proposed: dict[int, list[float]] = {}
     certified: dict[int, list[float]] = {}
     statuses: dict[int, SafetyFilterStatus] = {}
-    subs = [
+    subs: list[object] = [
         node.create_subscription(Command, f"/{ns}/cmd_proposed",
-                                 lambda m: proposed.setdefault(stamp_to_ns(m.header.stamp), list(m.u)), COMMAND_QOS),
+                                 lambda m: _keep(proposed, stamp_to_ns(m.header.stamp), list(m.u)), COMMAND_QOS),
         node.create_subscription(Command, f"/{ns}/cmd",
-                                 lambda m: certified.setdefault(stamp_to_ns(m.header.stamp), list(m.u)), COMMAND_QOS),
+                                 lambda m: _keep(certified, stamp_to_ns(m.header.stamp), list(m.u)), COMMAND_QOS),
         node.create_subscription(SafetyFilterStatus, f"/{ns}/safety_filter/status",
-                                 lambda m: statuses.setdefault(stamp_to_ns(m.header.stamp), m), STATUS_QOS),
+                                 lambda m: _keep(statuses, stamp_to_ns(m.header.stamp), m), STATUS_QOS),
     ]
     proc = start_bringup(str(LAUNCH), f"namespace:={ns}", "duration:=2.0", "autostart:=false",
                          f"summary_file:={summary}")
@@ -74,7 +79,8 @@ def test_lockstep_commands_are_the_filters_answers_with_the_same_stamp(tmp_path:
         diff = np.asarray(certified[stamp]) - np.asarray(proposed[stamp])
         assert st.intervention == pytest.approx(float(np.linalg.norm(diff)), abs=1e-12)
         assert st.intervened == bool(np.max(np.abs(diff)) > 1e-9)
-        assert st.filter == "cbf" and st.infeasible is False
+        assert st.filter == "cbf"
+        assert st.infeasible is False
         intervened += st.intervened
     last = statuses[max(statuses)]
     assert last.interventions_total == intervened
@@ -114,4 +120,5 @@ def test_a_killed_filter_hands_over_to_the_plant_watchdog(tmp_path: Path) -> Non
     assert s["safe_command_steps"] > 0  # the plant's watchdog applied its safe command meanwhile
     assert s["watchdog_engagements"] >= 1
     assert s["watchdog_releases"] == s["watchdog_engagements"]  # the respawned filter brought commands back
-    assert s["steps"] == 200 and s["terminated"] == ""
+    assert s["steps"] == 200
+    assert s["terminated"] == ""

@@ -203,6 +203,14 @@ def test_aggregate_gives_the_spread_worst_seed_failures_and_paired_differences()
     assert d["metrics"]["tracking_rmse"]["mean"] == pytest.approx((-0.5 - 1.0 + 0.5) / 3)
     text = markdown(agg, ["a", "b"])
     assert "| a | 3 (1 failed) |" in text
+    # a metric only one variant has (adapter updates) is summarized for it, not paired
+    for r in records:
+        if r["variant"] == "b":
+            r["adapter_updates"] = 10 + r["seed"]
+    agg = aggregate(records, ["a", "b"])
+    assert agg["summaries"]["b"]["metrics"]["adapter_updates"]["mean"] == pytest.approx(11.0)
+    assert "adapter_updates" not in agg["summaries"]["a"]["metrics"]
+    assert "adapter_updates" not in agg["paired"]["b-a"]["metrics"]
     assert "- a seed 3: boom" in text
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -108,6 +109,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for proc in reversed(procs):
             _stop(proc)
         _ip("netns", "del", ns)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _spec(tmp_path: Path) -> Path:
@@ -208,3 +210,23 @@ def test_search_on_the_cluster_is_seeded_and_writes_the_best_params_file(cluster
     params = yaml.safe_load((tmp_path / "one" / "search" / "best_params.yaml").read_text())
     assert params["/**/controller"]["ros__parameters"]["lqr"]["R"] == [best_r]
     assert params["/**/controller"]["ros__parameters"]["lqr"]["Q"] == [1.0, 1.0, 10.0, 1.0]  # the rest kept
+
+
+def test_a_core_run_gives_the_graph_runs_figures(tmp_path: Path) -> None:
+    """The cart-pole NMPC run of config/sweeps/cartpole_nmpc.yaml's first seed (drawn start, pole mass
+    and push time; monitor reactions and fallbacks) in core mode and as the graph: the same tracking
+    RMSE, violations and fallbacks."""
+    from safe_ctrl_ros.sweep.execute import execute_one
+    from safe_ctrl_ros.sweep.plan import plan_run
+    from safe_ctrl_ros.sweep.spec import load_spec
+
+    spec = load_spec(REPO / "config" / "sweeps" / "cartpole_nmpc.yaml")
+    run = plan_run(spec, "nmpc", 0).to_json()
+    core = execute_one(run, str(tmp_path / "core"), "core", 120)
+    graph = execute_one(run, str(tmp_path / "graph"), "graph", 120)
+    assert core["status"] == graph["status"] == "ok", (core.get("reason"), graph.get("reason"))
+    assert graph["violation_steps"] > 0  # the push drives the pole past its bound: the monitor reacts
+    for key in ("steps", "episode_length", "tracking_rmse", "angle_rmse", "violation_steps", "fallback_steps",
+                "violation_magnitude_max"):
+        assert core[key] == graph[key], key
+    assert core["return"] == pytest.approx(graph["return"], rel=1e-3)

@@ -423,7 +423,8 @@ class Nmpc:
         later = np.vstack([rest[1:], rest[-1:]]) if n > 1 else rest
         head = rest[0] if n > 1 else np.concatenate([first[:nx], first[2 * nx :]])
         new_first = np.concatenate([head[:nx], -first[:nx], head[nx:]])
-        return ca.DM(np.concatenate([shifted.reshape(-1), lx[n * st :]])), ca.DM(np.concatenate([new_first, later.reshape(-1)]))
+        new_x = np.concatenate([shifted.reshape(-1), lx[n * st :]])
+        return ca.DM(new_x), ca.DM(np.concatenate([new_first, later.reshape(-1)]))
 
     @staticmethod
     def _infeasibility(linear: float, gap: float) -> str:

@@ -7,7 +7,7 @@ schedule of safe_ctrl_ros.learning.rounds (the same loop `safe-ctrl-retrain` rep
 held-out validation loss improved by `margin`, a rollback when violations rose after the newest
 version, or no change) in force `round_delay` later. Each round publishes `~/status` (AdapterStatus,
 with its number, due and the next round's due) and, when it changes the model, `adapter/model`
-(ModelUpdate, latched) first.
+(ModelUpdate, latched) first; in lockstep when the state stream reaches the round's due.
 
 `mode: lockstep` makes the rounds reproducible (docs/ARCHITECTURE.md, lockstep sequence): a round
 starts only when every part of its data is in (the state at its end, the command before it, the
@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from builtin_interfaces.msg import Time
@@ -79,7 +80,8 @@ class AdapterNode(Node):
         self.rollback_requested = False
         self.announced = False
         self.matched_since: float | None = None
-        self.last_outcome: RoundResult | None = None
+        self.created = time.monotonic()
+        self.outbox: deque[tuple[int, ModelUpdate | None, AdapterStatus]] = deque()  # (due, ...) to send
 
         data = MutuallyExclusiveCallbackGroup()
         training = MutuallyExclusiveCallbackGroup()
@@ -150,11 +152,24 @@ class AdapterNode(Node):
             with self.lock:
                 ready = self.rounds.complete(with_verdicts=True) if self.lockstep else self.rounds.started()
                 if not ready:
-                    return
+                    break
                 taken = self.rounds.take()
             rollback, self.rollback_requested = self.rollback_requested, False
             result = self.rounds.run(taken, "frozen by request" if self.manual_freeze else "", rollback)
             self._report(result)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Publish the rounds' results: in lockstep each once the state stream has reached its due
+        (the controller waits for it there; a round due after the episode's end is never sent, so a
+        run's bag does not depend on how the shutdown raced the last rounds), else at once."""
+        with self.lock:
+            reached = self.rounds.newest_state
+        while self.outbox and (not self.lockstep or self.outbox[0][0] <= reached):
+            _, model, status = self.outbox.popleft()
+            if model is not None:
+                self.model_pub.publish(model)
+            self.status_pub.publish(status)
 
     def _announce(self) -> None:
         """Lockstep: once every data stream is in (a state received, the command and monitor streams
@@ -165,10 +180,14 @@ class AdapterNode(Node):
             return  # no state yet: the plant re-sends its first state until the controller answers
         if self.lockstep:
             matched = self.cmd_sub.get_publisher_count() > 0 and self.monitor_sub.get_publisher_count() > 0
+            now = time.monotonic()
             if not matched:
                 self.matched_since = None
+                if now - self.created > 10.0:
+                    self.get_logger().warning(
+                        "lockstep: waiting for publishers of cmd and constraint_monitor/status before announcing "
+                        "the rounds (the controller answers nothing before)", throttle_duration_sec=10.0)
                 return
-            now = time.monotonic()
             if self.matched_since is None:
                 self.matched_since = now
             if now - self.matched_since < SETTLE_S:
@@ -176,7 +195,7 @@ class AdapterNode(Node):
         with self.lock:
             result = self.rounds.announce()
         self.announced = True
-        self._publish_status(result)
+        self.status_pub.publish(self._status(result))
         self.get_logger().info(f"rounds announced: the first is due at t={result.next_due_ns * 1e-9:.3f} s")
 
     def _report(self, result: RoundResult) -> None:
@@ -192,13 +211,13 @@ class AdapterNode(Node):
             )
         if result.step_time_ms:
             self.step_time_ms = result.step_time_ms
-        if result.net is not None:
-            self._publish_model(result, result.net)
         if result.outcome == ROLLED_BACK:
             self.get_logger().warning(f"round {result.number}: {result.detail}")
-        self._publish_status(result)
+        # The messages are made now, from the core as this round left it; sent by _flush.
+        model = self._model(result, result.net) if result.net is not None else None
+        self.outbox.append((result.due_ns, model, self._status(result)))
 
-    def _publish_model(self, result: RoundResult, net: QuantizedMLP) -> None:
+    def _model(self, result: RoundResult, net: QuantizedMLP) -> ModelUpdate:
         history = self.core.history
         val_loss = history[-1].val_loss if result.version and history else float("nan")  # nan: the start model
         msg = ModelUpdate(
@@ -212,13 +231,13 @@ class AdapterNode(Node):
             due=_time(result.due_ns),
         )
         msg.header.stamp = _time(result.data_end_ns)
-        self.model_pub.publish(msg)
         self.get_logger().info(
-            f"published model v{result.version} (round {result.number}, validation loss {val_loss:.4g}, "
-            f"due t={result.due_ns * 1e-9:.3f} s)"
+            f"model v{result.version} from round {result.number} (validation loss {val_loss:.4g}), "
+            f"due t={result.due_ns * 1e-9:.3f} s"
         )
+        return msg
 
-    def _publish_status(self, result: RoundResult) -> None:
+    def _status(self, result: RoundResult) -> AdapterStatus:
         c, r = self.core, self.rounds
         status = AdapterStatus(
             method=c.cfg.method, version=result.version, train_loss=c.last_train_loss,
@@ -234,7 +253,7 @@ class AdapterNode(Node):
             next_due=_time(result.next_due_ns), lockstep=self.lockstep, transitions_missing=r.missing,
         )
         status.header.stamp = _time(max(result.data_end_ns, 0))
-        self.status_pub.publish(status)
+        return status
 
 
 def _time(ns: int) -> Time:

@@ -4,7 +4,8 @@ plant/state -> (observation disturbances) -> state;  cmd -> (action disturbances
 force disturbances -> plant/wrench (one wrench stamped t_k per step, sent just before the command
 for t_k, so a plant with `wrench_lockstep` applies it deterministically); parameter changes ->
 the plant's `model.*` parameters through its parameter service (the command for t_k is held until
-the plant has accepted the change, so the change takes effect exactly at t_k).
+the plant has accepted the change, so the change takes effect exactly at t_k; its event follows the
+other events of t_k, also when it was accepted before the first state).
 Every disturbance draws from its own seeded generator; a re-sent state or command gets the same
 disturbed copy. Link faults (`state_link`, `command_link`: delay with jitter, drops) act on each
 transmission of `state` and `plant/cmd`; a delayed message is published by a timer thread when due
@@ -66,6 +67,11 @@ class DisturbanceInjectorNode(Node):
         self.cmd_cache: dict[int, Command] = {}
         self.active: dict[str, bool] = {d.name: False for d in self.scenario.disturbances}
         self.t_now = 0.0
+        self.seen_state = False
+        # Parameter changes accepted before the first state (a change due at t = 0): their events go
+        # out with that state, after its other events, so every run reports the same events in the
+        # same order (and after the plant has started: a recorder hears them).
+        self.early_events: list[tuple[str, float]] = []
         self.delayed = DelayedPublisher()
         self.link_counts = {"state_dropped": 0, "state_delayed": 0, "command_dropped": 0, "command_delayed": 0}
         self.pending_since = 0.0
@@ -150,6 +156,9 @@ class DisturbanceInjectorNode(Node):
         future.add_done_callback(done)
 
     def _event_for_parameter(self, name: str, value: float) -> None:
+        if not self.seen_state:
+            self.early_events.append((name, value))
+            return
         for d in self.scenario.by_target("parameter"):
             if d.change is not None and d.change.parameter == name:
                 phase = "start" if d.active(self.t_now) else "end"
@@ -171,6 +180,11 @@ class DisturbanceInjectorNode(Node):
             t = stamp * 1e-9
             self.t_now = t
             self._report_transitions(t)
+            if not self.seen_state:
+                self.seen_state = True
+                for name, value in self.early_events:
+                    self._event_for_parameter(name, value)
+                self.early_events.clear()
             self._update_parameters(t)
             x = vector_of(msg.x)
             disturbed = self.scenario.observation(t, x)

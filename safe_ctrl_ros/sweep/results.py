@@ -7,7 +7,7 @@ failed with their reasons. Between variants: per-seed differences against the fi
 seeds both ran, with their bootstrap 95% interval. Output: `sweep.json` (provenance, the spec's
 settings, summaries, paired differences, every run's record), `table.md`, and plots: per-variant
 distributions of the table's metrics, and the position error's rolling RMS over time (mean over
-seeds, band from the best to the worst seed).
+seeds, band from the smallest to the largest value over seeds at each time).
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def summary(values: Sequence[float], seeds: Sequence[int], metric: str) -> dict[
 
 def aggregate(records: Sequence[dict[str, Any]], variants: Sequence[str]) -> dict[str, Any]:
     """`summaries` per variant and `paired` differences against the first variant."""
-    metrics = numeric_metrics(records)
     summaries: dict[str, Any] = {}
+    metrics_of: dict[str, list[str]] = {}
     by_variant: dict[str, dict[int, dict[str, Any]]] = {}
     for name in variants:
         mine = [r for r in records if r["variant"] == name]
@@ -70,9 +70,9 @@ def aggregate(records: Sequence[dict[str, Any]], variants: Sequence[str]) -> dic
             "metrics": {},
         }
         seeds = [int(r["seed"]) for r in ok]
-        for m in metrics:
-            if ok:
-                entry["metrics"][m] = summary([float(r[m]) for r in ok], seeds, m)
+        metrics_of[name] = numeric_metrics(ok)  # a variant's own (a variant without the adapter has no updates)
+        for m in metrics_of[name]:
+            entry["metrics"][m] = summary([float(r[m]) for r in ok], seeds, m)
         summaries[name] = entry
     paired: dict[str, Any] = {}
     if variants:
@@ -82,7 +82,7 @@ def aggregate(records: Sequence[dict[str, Any]], variants: Sequence[str]) -> dic
             if not common:
                 continue
             entry = {"against": base, "seeds": common, "metrics": {}}
-            for m in metrics:
+            for m in (m for m in metrics_of[name] if m in metrics_of[base]):
                 diff = [float(by_variant[name][s][m]) - float(by_variant[base][s][m]) for s in common]
                 low, high = stats.bootstrap_ci(diff, BOOTSTRAP_SEED)
                 entry["metrics"][m] = {"n": len(diff), "mean": float(np.mean(diff)), "boot95_low": low,
@@ -201,7 +201,7 @@ def plots(folder: Path, records: Sequence[dict[str, Any]], variants: Sequence[st
     if drew:
         ax.set_xlabel("t (s)")
         ax.set_ylabel(f"position error, {WINDOW_S:g} s RMS (m)")
-        ax.set_title("position error over time (band: best to worst seed)")
+        ax.set_title("position error over time (band: smallest to largest over seeds)")
         ax.legend(loc="upper right", fontsize=8)
         fig.tight_layout()
         path = out_dir / "error_vs_time.png"

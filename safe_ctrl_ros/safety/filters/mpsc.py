@@ -51,15 +51,15 @@ from safe_ctrl_ros.safety.filters.base import (
 from safe_ctrl_ros.systems.base import WRENCH_SIZE, FloatArray, SymbolicModel
 from safe_ctrl_ros.tasks import Task
 
-SNAP = 1e-6  # a first input this close to the proposal (relative to half the input range) is the proposal
-REGULARIZATION = 1e-9  # on the whole input sequence: keeps the QP strictly convex
+SNAP = 1e-5  # a first input this close to the proposal (relative to half the input range) is the proposal
+REGULARIZATION = 1e-8  # on the whole input sequence: keeps the QP strictly convex
 
 
 @dataclass
 class MpscConfig:
     horizon: int = 20
     R: Any = 1.0  # weight on u_0 - u_p, on inputs scaled by half their range
-    backup_weight: float = 1e-6  # r_b: the rest of the backup stays near the warm start (the last plan)
+    backup_weight: float = 1e-4  # r_b: the rest of the backup stays near the warm start (the last plan)
     Q_lqr: Any = 1.0  # terminal LQR weights
     R_lqr: Any = 1.0
     terminal_scale: float = 0.5  # fraction of the largest admissible LQR ellipsoid used as terminal set

@@ -126,26 +126,34 @@ def frames_of(states: list[tuple[float, FloatArray]], references: dict[float, Fl
     return frames, stamps
 
 
+def check_output(path: Path) -> str | None:
+    """The ffmpeg to write `path` with (None for a .gif); ConfigError for another extension or no ffmpeg."""
+    suffix = path.suffix.lower()
+    if suffix == ".gif":
+        return None
+    if suffix != ".mp4":
+        raise ConfigError(f"--out {path}: the extension must be .gif or .mp4")
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise ConfigError("an .mp4 needs ffmpeg on PATH (Debian/Ubuntu: apt-get install ffmpeg); "
+                          "or write a .gif (--out run.gif)")
+    return ffmpeg
+
+
 def write_video(frames: list[np.ndarray], path: Path, fps: float) -> None:
     """`.gif` with Pillow, `.mp4` through ffmpeg; ConfigError naming what is missing."""
-    suffix = path.suffix.lower()
+    ffmpeg = check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".gif":
+    if ffmpeg is None:
         from PIL import Image
 
         images = [Image.fromarray(f) for f in frames]
         images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
-    elif suffix == ".mp4":
-        ffmpeg = shutil.which("ffmpeg")
-        if ffmpeg is None:
-            raise ConfigError("an .mp4 needs ffmpeg on PATH (Debian/Ubuntu: apt-get install ffmpeg); "
-                              "or write a .gif (--out run.gif)")
+    else:
         h, w = frames[0].shape[:2]
         cmd = [ffmpeg, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
                "-r", str(fps), "-i", "-", "-pix_fmt", "yuv420p", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", str(path)]
         subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), check=True)
-    else:
-        raise ConfigError(f"--out {path}: the extension must be .gif or .mp4")
 
 
 def strip(frames: list[np.ndarray], count: int) -> np.ndarray:
@@ -186,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not (opts.fps > 0 and opts.width > 0 and opts.height > 0 and opts.frames > 0):
             raise ConfigError("--fps, --width, --height and --frames must be positive")
+        check_output(opts.out)  # before the rendering: a wrong extension or no ffmpeg fails at once
         if not opts.bag.exists():
             raise ConfigError(f"{opts.bag}: no such bag")
         from safe_ctrl_ros.bag.report import load_run
