@@ -25,6 +25,8 @@ GRAPH_MODULES = frozenset({
     "test_adapter_node", "test_bench_smoke", "test_closed_loop_dds", "test_controller_node", "test_flagship_demo",
     "test_hil_netns", "test_monitor_injector_dds", "test_msg_roundtrip", "test_node_faults", "test_plant_node",
     "test_recorder_dds", "test_scenario_quadrotor_3d", "test_pip_install", "test_parameters_dds",
+    "test_reproducibility", "test_sweep_cluster", "test_safety_filter_node", "test_safety_filter_bench",
+    "test_mujoco_graph", "test_processes",
 })
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from safe_ctrl_ros.bag.report import main as report_main
 from safe_ctrl_ros.errors import ConfigError
 from safe_ctrl_ros.evaluation import stats
 from safe_ctrl_ros.sweep import draws
@@ -18,7 +19,7 @@ from safe_ctrl_ros.sweep.core import run_core
 from safe_ctrl_ros.sweep.execute import run_sweep
 from safe_ctrl_ros.sweep.metrics import Trajectory, trajectory_metrics
 from safe_ctrl_ros.sweep.plan import RunPlan, plan_run, plan_runs
-from safe_ctrl_ros.sweep.results import aggregate, markdown
+from safe_ctrl_ros.sweep.results import aggregate, markdown, read_sweep
 from safe_ctrl_ros.sweep.spec import Distribution, ParamPath, load_spec, make_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -256,7 +257,7 @@ def test_a_core_run_starts_from_the_plants_draw_and_repeats_alone(tmp_path: Path
     assert other["tracking_rmse"] != first["tracking_rmse"]
 
 
-def test_core_sweep_resumes_and_records_a_failed_run(tmp_path: Path) -> None:
+def test_core_sweep_resumes_and_records_a_failed_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(BASE)
     out = tmp_path / "out"
@@ -284,6 +285,11 @@ def test_core_sweep_resumes_and_records_a_failed_run(tmp_path: Path) -> None:
     assert all("substeps" in r["reason"] for r in records if r["variant"] == "b")
     table = (tmp_path / "bad" / "table.md").read_text()
     assert "| b | 0 (3 failed) |" in table
+    # safe-ctrl-report reads a sweep folder as well as bags: the sweep's own tables
+    capsys.readouterr()
+    assert report_main([str(tmp_path / "bad")]) == 0
+    assert capsys.readouterr().out.strip() == read_sweep(tmp_path / "bad").strip()
+    assert "| b | 0 (3 failed) |" in read_sweep(tmp_path / "bad")
 
 
 def test_the_flagship_spec_plans_ten_seeds_with_mass_and_gust_draws() -> None:

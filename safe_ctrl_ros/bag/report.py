@@ -368,7 +368,7 @@ def comparison_plot(runs: list[Run], path: Path, title: str = "", window_s: floa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="safe-ctrl-report", description=__doc__.splitlines()[0])
-    parser.add_argument("bags", nargs="+", type=Path)
+    parser.add_argument("bags", nargs="+", type=Path, help="bags, or sweep folders (safe-ctrl-sweep's output)")
     parser.add_argument("--markdown", type=Path, help="write the table here too")
     parser.add_argument("--json", type=Path, help="write the metrics as JSON")
     parser.add_argument("--plots", type=Path, help="write PNG plots into this folder")
@@ -377,6 +377,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="the system of every bag given, over what a bag names (bags that do not name it "
                              "get it inferred from their state size)")
     opts = parser.parse_args(argv)
+    sweeps = [p for p in opts.bags if (p / "sweep.json").is_file()]
+    if sweeps:
+        from safe_ctrl_ros.sweep.results import read_sweep
+
+        for folder in sweeps:
+            print(read_sweep(folder))
+        opts.bags = [p for p in opts.bags if p not in sweeps]
+        if not opts.bags:
+            return 0
     try:
         runs = [load_run(b, opts.system) for b in opts.bags]
         rows = [metrics(r) for r in runs]
