@@ -57,7 +57,7 @@ def test_default_solver_is_the_fastest_that_never_fails() -> None:
     constraints; the median is over the first 50 calls, each timed in thread CPU time, so time the
     scheduler gives to other processes does not count. Each solver's loop runs on its own (warm
     caches, as in bench/mpc_solve.py). The margin: sqp_hpipm, the runner-up among the reliable
-    solvers, takes about 1.4x rti_hpipm's instructions per call (bench/results/mpc_solve.json).
+    solvers, takes 1.2-1.4x rti_hpipm's instructions per call here (bench/results/mpc_solve.json).
     sqp_qrqp can be as fast as rti_hpipm on the cart-pole but fails under the tilt limit."""
     times: dict[str, list[float]] = {s: [] for s in SOLVERS}
     failed: set[str] = set()
@@ -278,7 +278,7 @@ def test_shifted_duals_follow_the_stages() -> None:
 def test_ipopt_warm_started_from_shifted_duals_takes_fewer_iterations() -> None:
     """The converged baseline of bench/mpc_solve.py: ipopt from the shifted primal-dual solution
     (warm_start_init_point) gives the same commands as ipopt's default start from the shifted
-    primal alone, in fewer iterations (about 0.57x on this loop)."""
+    primal alone, in fewer iterations (about half on this loop)."""
     model = systems.make("quadrotor_2d")
     task = make_task(model, FIG8)
     tilt = {"kind": "bounded", "name": "tilt", "active_dims": [4], "lower": -0.07, "upper": 0.07}
