@@ -132,3 +132,19 @@ def test_package_declares_its_license_and_pip_dependencies() -> None:
     assert {"numpy", "casadi", "scipy", "pyyaml", "rosbags", "torch"} <= runtime
     exec_depends = {e.text for e in root.iter("exec_depend")}
     assert {"python3-numpy", "python3-yaml", "python3-scipy"} <= exec_depends
+
+
+def test_nodes_stay_thin() -> None:
+    """A node wires one core object to topics, parameters and timers: its __init__ stays short and the
+    plant (whose episode, watchdog and steppers live in simulation/) stays a small I/O layer."""
+    import ast
+
+    for path in sorted((REPO / "safe_ctrl_ros" / "nodes").glob("[!_]*.py")):
+        tree = ast.parse(path.read_text())
+        inits = [f for c in tree.body if isinstance(c, ast.ClassDef) for f in c.body
+                 if isinstance(f, ast.FunctionDef) and f.name == "__init__"]
+        assert inits, f"{path.name}: no node class with an __init__"
+        for init in inits:
+            length = (init.end_lineno or init.lineno) - init.lineno + 1
+            assert length <= 50, f"{path.name}: __init__ is {length} lines"
+    assert len((REPO / "safe_ctrl_ros" / "nodes" / "plant.py").read_text().splitlines()) < 250

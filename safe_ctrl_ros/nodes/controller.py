@@ -69,6 +69,21 @@ class ControllerNode(Node):
         )
         self._last: tuple[int, Command] | None = None
         self.out_of_order = 0
+        self._init_sync(values, group)
+        built = build_controller(values)
+        self.model, self.task, self.law, self.residual = built.model, built.task, built.law, built.residual
+        self.model_version = 0
+        watch_parameters(self, CONTROLLER, self._apply_parameters)
+        detail = f"K={np.array2string(self.law.lqr.K, precision=3)}" if self.law.nmpc is None else (
+            f"N={built.horizon}, solver={built.solver}, {len(built.constraints.constraints)} constraint(s), "
+            f"residual={'on' if self.residual else 'off'}"
+        )
+        self.get_logger().info(f"{self.law.kind} on {self.model.name} ({self.task.kind}): {detail}")
+
+    def _init_sync(self, values: dict[str, Any], group: MutuallyExclusiveCallbackGroup) -> None:
+        """What a state may wait for before it is answered: the monitor's status of it
+        (`safety.sync_with_monitor`) and, in lockstep with the adapter (`adapter.sync`), the result of
+        the training round due at it (docs/ARCHITECTURE.md, lockstep sequence)."""
         self._monitor_stamp = -1
         self._pending: tuple[State, float] | None = None  # a state held (monitor, adapter), since (wall s)
         self._unsynced = -1  # a state stamp answered without the monitor's status (sync timeout)
@@ -92,15 +107,6 @@ class ControllerNode(Node):
             # wall clock: the sim clock waits for this very answer
             wall = Clock(clock_type=ClockType.STEADY_TIME)
             self.create_timer(0.02, self._check_sync, callback_group=group, clock=wall)
-        built = build_controller(values)
-        self.model, self.task, self.law, self.residual = built.model, built.task, built.law, built.residual
-        self.model_version = 0
-        watch_parameters(self, CONTROLLER, self._apply_parameters)
-        detail = f"K={np.array2string(self.law.lqr.K, precision=3)}" if self.law.nmpc is None else (
-            f"N={built.horizon}, solver={built.solver}, {len(built.constraints.constraints)} constraint(s), "
-            f"residual={'on' if self.residual else 'off'}"
-        )
-        self.get_logger().info(f"{self.law.kind} on {self.model.name} ({self.task.kind}): {detail}")
 
     def _apply_parameters(self, changed: dict[str, Any]) -> None:
         """Run-time changes (validated by the spec and the descriptors) take effect from the next state."""
