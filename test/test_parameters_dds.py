@@ -1,7 +1,7 @@
 """Every node's parameters through the parameter services, as `ros2 param dump/get/describe/set` see them.
 
 The flagship graph runs as separate processes over real DDS (plant, disturbance injector,
-controller, constraint monitor, adapter; a recorder beside it) and waits for its start, so nothing
+controller, safety filter (CBF), constraint monitor, adapter; a recorder beside it) and waits for its start, so nothing
 moves; the test then calls each node's rcl_interfaces services: ListParameters, GetParameters,
 DescribeParameters and SetParameters. In-process tests below cover what the on-set, pre-set and
 post-set callbacks add to the descriptors.
@@ -73,7 +73,7 @@ def graph(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The flagship graph, waiting for its start, and a recorder; a node that calls their services."""
     bag = tmp_path_factory.mktemp("params") / "bag"
     procs = [
-        start_bringup(str(LAUNCH), f"namespace:={NS}", "autostart:=false", "duration:=0.0"),
+        start_bringup(str(LAUNCH), f"namespace:={NS}", "autostart:=false", "duration:=0.0", "safety_filter:=cbf"),
         subprocess.Popen(
             [*executable("recorder"), "--ros-args", "-r", f"__ns:=/{NS}", "-p", f"output:={bag}",
              "-p", "use_sim_time:=true"],

@@ -2,7 +2,8 @@
 
 Two lockstep runs with the same configuration and seed must record the same messages. What may
 differ, and is left out of the comparison (docs/RECORDING.md lists it):
-- fields that measure wall time (WALL_TIME_FIELDS: solve and training-step times);
+- fields that measure the machine (WALL_TIME_FIELDS: solve and training-step times, the adapter's
+  measured training memory);
 - topics published on the wall clock (WALL_CLOCK_TOPICS: `/diagnostics`, a health report every
   `diagnostics_period` s of wall time);
 - re-sends: the lockstep protocol re-sends a state (and its answer) when no answer came within
@@ -25,7 +26,9 @@ from safe_ctrl_ros.bag.types import open_bag
 
 WALL_TIME_FIELDS: dict[str, frozenset[str]] = {
     "safe_ctrl_ros/msg/ControllerStatus": frozenset({"solve_time_ms"}),
-    "safe_ctrl_ros/msg/AdapterStatus": frozenset({"step_time_ms"}),
+    # training_memory_bytes: what the allocator handed out in the adapter's one measured step, which
+    # moves by a few bytes per mille between processes (tracemalloc also sees interpreter state)
+    "safe_ctrl_ros/msg/AdapterStatus": frozenset({"step_time_ms", "training_memory_bytes"}),
     "safe_ctrl_ros/msg/SafetyFilterStatus": frozenset({"solve_time_ms"}),
 }
 WALL_CLOCK_TOPICS = frozenset({"/diagnostics", "/rosout", "/parameter_events"})

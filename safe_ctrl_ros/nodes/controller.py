@@ -145,6 +145,15 @@ class ControllerNode(Node):
         self.get_logger().info(f"model v{msg.version} in use (validation loss {msg.validation_loss:.4g})")
 
     def _on_adapter_status(self, msg: AdapterStatus) -> None:
+        if int(msg.round) == 0 and self.last_round > 0 and self.adapter_mode == "lockstep":
+            # a new schedule: the adapter restarted (respawned after a crash) and its rounds no
+            # longer line up with this run's: stop waiting for them
+            self.get_logger().error("lockstep: the adapter restarted: its updates apply when they arrive from now "
+                                    "on; this run is not reproducible")
+            self.adapter_mode = "realtime"
+            self._swap_in_received()
+            self._try_pending()
+            return
         if int(msg.round) <= self.last_round:
             return  # already seen (a latched copy)
         self.last_round = int(msg.round)
@@ -246,7 +255,10 @@ class ControllerNode(Node):
         if self._pending is not None and stamp_to_ns(self._pending[0].header.stamp) == stamp:
             return  # a re-send of the state held: it keeps waiting since it first came
         if self._waiting_for(stamp):
-            self._pending = (msg, time.monotonic())  # answered when what it waits for is in
+            # answered when what it waits for is in; a newer state (the plant stepped on its safe
+            # command meanwhile) takes the place of the held one but not its start of waiting, so
+            # the timeout still ends the wait
+            self._pending = (msg, self._pending[1] if self._pending is not None else time.monotonic())
             return
         self._answer(msg)
 

@@ -86,6 +86,7 @@ class RecorderNode(Node):
         self.start_client: Any = self.create_client(Trigger, "plant/start") if self.start_plant else None
         self.start_sent = False
         self.ns = self.get_namespace().rstrip("/")
+        self.requires = [f"{self.ns}/{t.strip('/')}" for t in values["start_requires"] if t]
         # Wall time: with use_sim_time the sim clock only moves once the episode runs.
         self.timer = self.create_timer(period, self._discover, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._discover()
@@ -117,6 +118,7 @@ class RecorderNode(Node):
         self.quiet_scans = self.quiet_scans + 1 if len(self.subs) == before else 0
         if self.start_client is not None and not self.start_sent and self.quiet_scans >= self.settle:
             matched = all(s is None or s.get_publisher_count() > 0 for s in self.subs.values())
+            matched = matched and all(self.subs.get(t) is not None for t in self.requires)
             if matched and any(t.endswith("plant/state") for t in self.subs) and self.start_client.service_is_ready():
                 self.start_client.call_async(Trigger.Request())
                 self.start_sent = True

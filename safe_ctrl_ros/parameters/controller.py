@@ -74,8 +74,9 @@ CONTROLLER = NodeSpec("controller", (
     ParamSpec("adapter.sync", T.BOOL, False,
               "an adapter runs: answer nothing before its schedule is announced; with a lockstep adapter, "
               "answer a round's due state only after that round's result (reproducible model updates)"),
-    ParamSpec("adapter.sync_timeout", T.DOUBLE, 10.0, "wall s to wait for a round's result before going on "
-              "without waiting (an error: the run is no longer reproducible)", low=0.0, low_open=True,
+    ParamSpec("adapter.sync_timeout", T.DOUBLE, 3.0, "wall s to wait for a round's result before going on "
+              "without waiting (an error: the run is no longer reproducible); keep it below the plant's "
+              "command_timeout, so a dead adapter never costs a safe-command step", low=0.0, low_open=True,
               read_only=False),
     ParamSpec("max_state_age", T.DOUBLE, 0.1,
               "s (node clock): an older state is stale and gets the fallback; 0 = off", low=0.0, read_only=False),

@@ -24,6 +24,9 @@ RECORDER = NodeSpec("recorder", (
     ParamSpec("discovery_period", T.DOUBLE, 0.5, "wall s between scans for new topics", low=0.0, low_open=True),
     ParamSpec("start_plant", T.BOOL, False, "call plant/start once every found topic is matched (autostart off)"),
     ParamSpec("start_after_scans", T.INT, 4, "scans without a new topic before starting the plant", low=0),
+    ParamSpec("start_requires", T.STRING_ARRAY, ["controller/status"],
+              "topics (relative to the namespace) that must be recorded and matched before the plant is "
+              "started: a node that comes up slowly is not missed; [''] = none"),
     ParamSpec("system", T.STRING, "", "the recorded system, written into the bag; '' = the plant's 'system' "
                                       "parameter", check=_system_or_empty),
 ))
