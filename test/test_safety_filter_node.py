@@ -68,10 +68,18 @@ def test_lockstep_commands_are_the_filters_answers_with_the_same_stamp(tmp_path:
     assert proc.returncode == 0, out[-3000:]
     steps = json.loads(summary.read_text())["steps"]
     assert steps == 100
+    assert len(certified) in (steps, steps + 1)  # states k = 0..steps; the last one's answer may come after the end
+    # The probe's reader can be matched before the controller's writer has matched it (Fast DDS
+    # discovery is not symmetric), so its first proposals may be lost to the probe (never to the
+    # filter: every certified stamp is there): compare from the probe's first proposal, at most
+    # 3 steps in.
+    first = min(proposed)
+    assert first <= 3 * 20_000_000, f"the probe lost the proposals up to t={first * 1e-9:.2f} s"
+    certified_seen = {k: v for k, v in certified.items() if k >= first}
+    statuses = {k: v for k, v in statuses.items() if k >= first}
     proposed = {k: v for k, v in proposed.items() if k in certified}  # (a last proposal may be cut off)
     # one certified command per step, each answering the proposal with the same stamp
-    assert sorted(certified) == sorted(proposed) == sorted(statuses)
-    assert len(certified) in (steps, steps + 1)  # states k = 0..steps; the last one's answer may come after the end
+    assert sorted(certified_seen) == sorted(proposed) == sorted(statuses)
     intervened = 0
     for stamp, st in statuses.items():
         assert st.u_proposed.tolist() == proposed[stamp]
@@ -83,7 +91,8 @@ def test_lockstep_commands_are_the_filters_answers_with_the_same_stamp(tmp_path:
         assert st.infeasible is False
         intervened += st.intervened
     last = statuses[max(statuses)]
-    assert last.interventions_total == intervened
+    lost = len(certified) - len(certified_seen)  # steps before the probe's first proposal
+    assert intervened <= last.interventions_total <= intervened + lost
     assert intervened > 0  # the aggressive LQR's first commands are cut
 
 
