@@ -53,6 +53,22 @@ VALIDATION_SEED = 10_000
 VALIDATION_FACTOR = 1.5
 
 
+def _filter_settings(filt_p: dict[str, Any], filt: str, nominal: Any, residual_file: Path | None,
+                     model_error: Any) -> tuple[dict[str, Any], Any, Any]:
+    """The safety filter's settings from its params-file section (node-only keys left out), and the
+    learned residual (spec, weights) it predicts with, with its measured error as the model margin."""
+    node_only = ("system", "use_sim_time", "model_file", "constraints_file")
+    settings = {k: v for k, v in filt_p.items() if k not in node_only}
+    settings["filter"] = filt
+    residual, theta = None, None
+    if residual_file is not None:
+        rm = load_model(residual_file, nominal.nx, nominal.nu)
+        residual, theta = rm.net.spec, rm.net.theta()
+        if model_error is not None:
+            settings["model_error"] = model_error.tolist()
+    return settings, residual, theta
+
+
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -134,15 +150,7 @@ def run(sections: dict[str, dict[str, Any]], constraints: Path, disturbances: Pa
     task = make_task(nominal, ctrl_p.get("task", plant_p.get("task")))
     lqr = _flatten(ctrl_p)
     ctrl = LqrController(nominal, lqr["lqr.Q"], lqr["lqr.R"], dt)
-    node_only = ("system", "use_sim_time", "model_file", "constraints_file")
-    settings = {k: v for k, v in filt_p.items() if k not in node_only}
-    settings["filter"] = filt
-    residual, theta = None, None
-    if residual_file is not None:
-        rm = load_model(residual_file, nominal.nx, nominal.nu)
-        residual, theta = rm.net.spec, rm.net.theta()
-        if model_error is not None:
-            settings["model_error"] = model_error.tolist()
+    settings, residual, theta = _filter_settings(filt_p, filt, nominal, residual_file, model_error)
     safety = build_filter(settings, nominal, cons, residual, task)
     if theta is not None and filt != "none":
         safety.set_residual_weights(theta)
@@ -197,15 +205,7 @@ def build_for(sections: dict[str, dict[str, Any]], constraints: Path, filt: str,
     plant_p, ctrl_p = sections["plant"], sections["controller"]
     nominal = systems.make(plant_p["system"])
     filt_p = _flatten(dict(sections.get("safety_filter", {})))
-    node_only = ("system", "use_sim_time", "model_file", "constraints_file")
-    settings = {k: v for k, v in filt_p.items() if k not in node_only}
-    settings["filter"] = filt
-    residual, theta = None, None
-    if residual_file is not None:
-        rm = load_model(residual_file, nominal.nx, nominal.nu)
-        residual, theta = rm.net.spec, rm.net.theta()
-        if model_error is not None:
-            settings["model_error"] = model_error.tolist()
+    settings, residual, theta = _filter_settings(filt_p, filt, nominal, residual_file, model_error)
     cons = load_constraints(constraints, nominal.nx, nominal.nu)
     task = make_task(nominal, ctrl_p.get("task", plant_p.get("task")))
     safety = build_filter(settings, nominal, cons, residual, task)
