@@ -10,8 +10,10 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 import yaml
 from rosbags.rosbag2 import Reader
 from rosbags.typesys.store import Typestore
@@ -51,7 +53,7 @@ def command(k: int) -> bytes:
     return bytes(ts.serialize_cdr(msg, "safe_ctrl_ros/msg/Command"))
 
 
-def read_all(path: Path) -> tuple[dict[str, int], list[tuple[str, int, bytes]], dict[str, object]]:
+def read_all(path: Path) -> tuple[dict[str, int], list[tuple[str, int, bytes]], dict[str, Any]]:
     with Reader(path) as reader:
         counts = {c.topic: c.msgcount for c in reader.connections}
         messages = [(c.topic, t, bytes(d)) for c, t, d in reader.messages()]
@@ -61,7 +63,7 @@ def read_all(path: Path) -> tuple[dict[str, int], list[tuple[str, int, bytes]], 
 
 def test_closed_bag_is_indexed_and_complete(tmp_path: Path) -> None:
     bag = tmp_path / "run"
-    writer = BagWriter(bag, typestore(), flush_period=0.01)
+    writer = BagWriter(bag, typestore(), flush_period=0.01, chunk_bytes=4096)
     writer.add_topic("/a/cmd", "safe_ctrl_ros/msg/Command", QOS)
     writer.add_topic("/clock", "rosgraph_msgs/msg/Clock")
     writer.add_topic("/a/cmd", "safe_ctrl_ros/msg/Command")  # idempotent
@@ -82,7 +84,7 @@ def test_closed_bag_is_indexed_and_complete(tmp_path: Path) -> None:
     with Reader(bag / "run.mcap") as raw:  # the MCAP file alone: its summary, indexes and definitions
         assert raw.message_count == 300
         storage = raw.storage
-        assert len(storage.chunks) >= 3  # type: ignore[attr-defined]
+        assert len(storage.chunks) >= 3  # type: ignore[attr-defined]  # 300 messages of 62 bytes, 4 KiB chunks
         assert "float64[] u" in next(c for c in raw.connections if c.topic == "/a/cmd").msgdef.data
 
 
@@ -93,7 +95,7 @@ CHILD = textwrap.dedent(
     from test_bag_writer import command
     from safe_ctrl_ros.bag.types import typestore
     from safe_ctrl_ros.bag.writer import BagWriter
-    writer = BagWriter({bag!r}, typestore(), flush_period=0.05)
+    writer = BagWriter({bag!r}, typestore(), flush_period=0.05, chunk_bytes=4096)  # chunks sealed while killed
     writer.add_topic("/a/cmd", "safe_ctrl_ros/msg/Command")
     for k in range({settled}):
         writer.write("/a/cmd", k * 1000, command(k))
@@ -144,3 +146,125 @@ def test_writer_refuses_an_existing_bag_and_unknown_types(tmp_path: Path) -> Non
     writer.close()
     with pytest.raises(ConfigError, match="already exists"):
         BagWriter(tmp_path / "b", typestore())
+
+
+def record_bytes() -> int:
+    """An MCAP message record of command(k): opcode, length, channel, sequence, two times, the CDR."""
+    return 1 + 8 + 2 + 4 + 8 + 8 + len(command(0))
+
+
+def write_bag(path: Path, compression: str, n: int = 2000, chunk_bytes: int = 16384) -> None:
+    writer = BagWriter(path, typestore(), compression=compression, chunk_bytes=chunk_bytes)
+    writer.add_topic("/a/cmd", "safe_ctrl_ros/msg/Command")
+    for k in range(n):
+        writer.write("/a/cmd", k * 1000, command(k % 50))
+    writer.close()
+
+
+def mcap_library_messages(path: Path) -> list[tuple[str, int, bytes]]:
+    from mcap.reader import make_reader
+
+    with path.open("rb") as f:
+        return [(ch.topic, m.log_time, m.data) for _, ch, m in make_reader(f).iter_messages()]
+
+
+def test_compressed_chunks_are_read_by_rosbags_and_the_mcap_library(tmp_path: Path) -> None:
+    from mcap.reader import make_reader
+
+    sizes = {}
+    expected = [("/a/cmd", k * 1000, command(k % 50)) for k in range(2000)]
+    for compression in ("none", "zstd", "lz4"):
+        bag = tmp_path / compression
+        write_bag(bag, compression)
+        _, messages, info = read_all(bag)
+        assert messages == expected
+        assert info["compression_format"] == ""  # rosbag2's own compression: none (MCAP tools read the bag)
+        mcap = bag / f"{compression}.mcap"
+        assert mcap_library_messages(mcap) == expected
+        with mcap.open("rb") as f:
+            summary = make_reader(f).get_summary()
+        assert summary is not None
+        stored = {i.compression for i in summary.chunk_indexes}
+        assert stored == {"" if compression == "none" else compression}
+        per_chunk = -(-16384 // record_bytes())  # a chunk is sealed by the message that fills it
+        assert len(summary.chunk_indexes) == -(-2000 // per_chunk)
+        sizes[compression] = mcap.stat().st_size
+    assert sizes["zstd"] < sizes["none"] / 3  # 50 distinct messages repeated; message indexes stay uncompressed
+    assert sizes["lz4"] < sizes["none"] / 2
+
+
+def top_level_opcodes(data: bytes) -> list[int]:
+    """The opcodes of the records between the leading and trailing magic."""
+    ops, pos = [], len(MAGIC)
+    while pos < len(data) - len(MAGIC):
+        ops.append(data[pos])
+        pos += 9 + int.from_bytes(data[pos + 1 : pos + 9], "little")
+    assert pos == len(data) - len(MAGIC)
+    return ops
+
+
+def test_a_copy_that_compresses_smaller_is_padded_never_truncated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The open chunk's new copy can be shorter than the old (here: a stronger zstd level); the file
+    must not shrink (no truncation is atomic with a write), and the padding must be read past."""
+    from safe_ctrl_ros.bag import mcap_file
+
+    path = tmp_path / "padded.mcap"
+    f = mcap_file.McapFile(path, "test")
+    channel = f.add_channel("/a/cmd", f.add_schema("safe_ctrl_ros/msg/Command", "ros2msg", "float64[] u"), "cdr", {})
+    monkeypatch.setattr(mcap_file, "ZSTD_LEVEL", -50)  # fast and large
+    for k in range(3000):
+        f.write_message(channel, k * 1000, command(k % 97))
+    f.flush()
+    size = path.stat().st_size
+    monkeypatch.setattr(mcap_file, "ZSTD_LEVEL", 19)  # the same chunk plus one message, smaller
+    f.write_message(channel, 3000 * 1000, command(3000 % 97))
+    f.flush()
+    data = path.read_bytes()
+    assert len(data) == size
+    assert top_level_opcodes(data)[-5:] == [mcap_file.OP_CHUNK, mcap_file.OP_MESSAGE_INDEX,
+                                            mcap_file.OP_PADDING, mcap_file.OP_DATA_END, mcap_file.OP_FOOTER]
+    expected = [("/a/cmd", k * 1000, command(k % 97)) for k in range(3001)]
+    assert mcap_library_messages(path) == expected
+    with Reader(path) as raw:
+        assert [(c.topic, t, bytes(d)) for c, t, d in raw.messages()] == expected
+    f.close()  # the summary after a padding record: indexed, and still every message
+    assert mcap_file.OP_PADDING in top_level_opcodes(path.read_bytes())
+    assert mcap_library_messages(path) == expected
+    with Reader(path) as raw:
+        assert raw.message_count == 3001
+        assert [(c.topic, t, bytes(d)) for c, t, d in raw.messages()] == expected
+
+
+def test_writer_refuses_unknown_compression_and_tiny_chunks(tmp_path: Path) -> None:
+    from safe_ctrl_ros.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="compression must be one of zstd, lz4, none, got 'gzip'"):
+        BagWriter(tmp_path / "a", typestore(), compression="gzip")
+    with pytest.raises(ConfigError, match="chunk size must be at least 1024 bytes, got 10"):
+        BagWriter(tmp_path / "b", typestore(), chunk_bytes=10)
+
+
+def test_recompress_copies_topics_qos_custom_data_and_every_message(tmp_path: Path) -> None:
+    from safe_ctrl_ros.bag.recompress import recompress
+    from safe_ctrl_ros.errors import ConfigError
+
+    src = tmp_path / "src"
+    writer = BagWriter(src, typestore(), custom_data={"system": "cartpole"}, compression="none")
+    writer.add_topic("/a/cmd", "safe_ctrl_ros/msg/Command", QOS)
+    writer.add_topic("/clock", "rosgraph_msgs/msg/Clock")
+    for k in range(3000):
+        writer.write("/a/cmd", k * 1000, command(k % 50))
+    writer.close()
+    done = recompress(src, tmp_path / "dst", "zstd")
+    counts, messages, info = read_all(tmp_path / "dst")
+    assert (counts, messages) == read_all(src)[:2]
+    assert done.messages == 3000
+    assert done.source_bytes == (src / "src.mcap").stat().st_size
+    assert done.bytes == (tmp_path / "dst" / "dst.mcap").stat().st_size < done.source_bytes / 3
+    assert done.chunk_bytes_raw == 3000 * record_bytes() > 10 * done.chunk_bytes_stored
+    assert info["custom_data"] == {"recorder": "safe_ctrl_ros", "system": "cartpole", "complete": "true"}
+    assert info["topics_with_message_count"][0]["topic_metadata"]["offered_qos_profiles"] == QOS
+    with pytest.raises(ConfigError, match=r"is not a rosbag2 bag: no metadata\.yaml"):
+        recompress(tmp_path, tmp_path / "x", "zstd")

@@ -5,7 +5,11 @@ re-serialization. A writer thread drains a queue, so a caller never waits on the
 `flush_period` s the thread puts what it has on disk as a complete MCAP file and rewrites
 metadata.yaml atomically (counts every `metadata_period` s, a new topic at once), so a recorder
 killed with SIGKILL leaves a bag that rosbags, `ros2 bag info` and Foxglove read, missing at most
-the last `flush_period`.
+the last `flush_period`. MCAP chunks are sealed compressed (`compression`: zstd by default, lz4 or
+none; safe_ctrl_ros.bag.mcap_file) once they hold `chunk_bytes`; the open chunk is on disk
+uncompressed, so compression costs no crash safety. As with rosbag2's MCAP storage configured for
+chunk compression, metadata.yaml's `compression_format` stays empty: that field names rosbag2's own
+file or message compression, which would make the bag unreadable to MCAP tools.
 `custom_data.complete` says whether the bag was closed (`'true'`) or interrupted (`'false'`);
 `custom_data.system` names the recorded system (`set_custom_data`, e.g. `'cartpole'`), which
 `safe-ctrl-report` reads to know which state entries are positions and angles. rosbag2 keeps the
@@ -27,18 +31,24 @@ from typing import Any
 import yaml
 from rosbags.typesys.store import Typestore
 
-from safe_ctrl_ros.bag.mcap_file import McapFile
+from safe_ctrl_ros.bag.mcap_file import DEFAULT_CHUNK_BYTES, McapFile
 from safe_ctrl_ros.errors import ConfigError
 
 QosDict = dict[str, Any]
 RESERVED_CUSTOM = ("recorder", "complete")  # custom_data keys the writer sets itself
+COMPRESSIONS = {"zstd": "zstd", "lz4": "lz4", "none": ""}  # parameter value -> MCAP chunk compression
 
 
 class BagWriter:
     def __init__(
         self, path: str | Path, store: Typestore, flush_period: float = 0.1, metadata_period: float = 1.0,
-        custom_data: Mapping[str, str] | None = None,
+        custom_data: Mapping[str, str] | None = None, compression: str = "zstd",
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
+        if compression not in COMPRESSIONS:
+            raise ConfigError(f"bag compression must be one of {', '.join(COMPRESSIONS)}, got '{compression}'")
+        if chunk_bytes < 1024:
+            raise ConfigError(f"bag chunk size must be at least 1024 bytes, got {chunk_bytes}")
         self.custom_data: dict[str, str] = {}
         for key, value in (custom_data or {}).items():
             self._check_custom(key, value)
@@ -51,7 +61,10 @@ class BagWriter:
         self.flush_period = flush_period
         self.metadata_period = metadata_period
         self._metadata_at = 0.0
-        self.file = McapFile(self.path / f"{self.path.name}.mcap", f"safe_ctrl_ros, rosbags-{version('rosbags')}")
+        self.file = McapFile(
+            self.path / f"{self.path.name}.mcap", f"safe_ctrl_ros, rosbags-{version('rosbags')}",
+            chunk_bytes=chunk_bytes, compression=COMPRESSIONS[compression],
+        )
         self.topics: dict[str, tuple[int, str, str, list[QosDict]]] = {}  # topic -> channel, type, hash, qos
         self._schemas: dict[str, int] = {}
         self._queue: queue.Queue[tuple[str, int, bytes] | None] = queue.Queue()

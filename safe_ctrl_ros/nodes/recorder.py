@@ -73,7 +73,10 @@ class RecorderNode(Node):
         self.system = str(values["system"])
         if not output:
             raise ConfigError("parameter 'output' is required: the bag directory to create")
-        self.writer = BagWriter(Path(output), typestore(), custom_data={"system": self.system} if self.system else None)
+        self.writer = BagWriter(
+            Path(output), typestore(), custom_data={"system": self.system} if self.system else None,
+            compression=str(values["compression"]), chunk_bytes=int(values["chunk_bytes"]),
+        )
         # Asking the plant for its system: done once answered (or set), the plant's node, its parameter
         # service, the request in flight and when it was sent.
         self.system_done = bool(self.system)

@@ -27,6 +27,11 @@ RECORDER = NodeSpec("recorder", (
     ParamSpec("start_requires", T.STRING_ARRAY, ["controller/status"],
               "topics (relative to the namespace) that must be recorded and matched before the plant is "
               "started: a node that comes up slowly is not missed; [''] = none"),
+    ParamSpec("compression", T.STRING, "zstd", "MCAP chunk compression, as rosbag2's MCAP storage offers "
+                                               "(docs/RECORDING.md)",
+              choices=("zstd", "lz4", "none")),
+    ParamSpec("chunk_bytes", T.INT, 786432, "uncompressed bytes at which an MCAP chunk is sealed (libmcap's "
+                                            "default, 768 KiB)", low=1024),
     ParamSpec("system", T.STRING, "", "the recorded system, written into the bag; '' = the plant's 'system' "
                                       "parameter", check=_system_or_empty),
 ))
