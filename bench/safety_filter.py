@@ -13,7 +13,9 @@ read for its `params`, `constraints` and `disturbances` argument defaults; a par
 given directly (then --constraints and --disturbances are needed). `--residual MODEL.npz` gives the
 filter the learned residual (as the node receives it from the adapter) and sets its model_error to
 the residual's measured one-step validation error on held-out transitions of the true plant
-(measure_model_error: an unfiltered run with a seed no benchmark run uses), recorded at the top level.
+(measure_model_error: an unfiltered run with a seed no benchmark run uses), recorded at the top level,
+with what MPSC is built around (`mpsc_design`: the model's steady input u_s next to the nominal one,
+the one-step margin d and each row's tube at the horizon there, the terminal level).
 
 Per (scenario, controller, filter, seed) a record: violation_steps (true states with a violated
 constraint row), max_violation (largest g > 0, 0 if none), mean_intervention and max_intervention
@@ -283,6 +285,9 @@ def main() -> int:
         top_scen["model_error"] = model_error.tolist()
         top_scen["residual"] = str(a.residual)
         print(f"model_error (validation x {VALIDATION_FACTOR}): {np.round(model_error, 6).tolist()}")
+    if "mpsc" in a.filters:
+        # What MPSC is built around (the model's own steady state, the tube at the horizon).
+        top_scen["mpsc_design"] = build_for(sections, constraints, "mpsc", a.residual, model_error).design()
     records = []
     t0 = time.perf_counter()
     timings: dict[str, Any] = {}

@@ -15,11 +15,15 @@ from safe_ctrl_ros.errors import ConfigError
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_run(path: Path, violate_at: float | None, system: str | None = None, theta_rate: float = 0.0) -> None:
+def write_run(path: Path, violate_at: float | None, system: str | None = None, theta_rate: float = 0.0,
+              safety_filter: bool = False) -> None:
     """A synthetic 2 s cart-pole run at 50 Hz; theta_dot leaves the pole constraint at `violate_at`.
 
     The cart drifts (x = 0.01 k m at step k), the pole leans by theta = theta_rate k rad, the reference
     is 0. `system` is written into the bag's metadata (None: an old bag that does not name it).
+    With `safety_filter`, an MPSC filter's status per step: it intervenes at k = 5, 15, .., 95 by
+    0.01 k N, cannot certify k = 15 and 95, takes 0.2 ms (3 ms at k = 99), and its status for k = 50
+    is re-sent (recorded twice).
     """
     ts = typestore()
     T = ts.types
@@ -27,7 +31,8 @@ def write_run(path: Path, violate_at: float | None, system: str | None = None, t
     time_ = T["builtin_interfaces/msg/Time"]
     writer = BagWriter(path, ts, custom_data=None if system is None else {"system": system})
     for topic, kind in (("/r/plant/state", "State"), ("/r/plant/reference", "Reference"), ("/r/plant/cmd", "Command"),
-                        ("/r/constraint_monitor/status", "ConstraintStatus")):
+                        ("/r/constraint_monitor/status", "ConstraintStatus"),
+                        *([("/r/safety_filter/status", "SafetyFilterStatus")] if safety_filter else [])):
         writer.add_topic(topic, f"safe_ctrl_ros/msg/{kind}")
     first = -1.0
     for k in range(100):
@@ -50,8 +55,17 @@ def write_run(path: Path, violate_at: float | None, system: str | None = None, t
                 failed=first >= 0, worst_margin=0.0, first_violation_time=first, safety_request=False,
                 safety_reason=""),
         }
+        if safety_filter:
+            cut = k % 10 == 5
+            msgs["/r/safety_filter/status"] = T["safe_ctrl_ros/msg/SafetyFilterStatus"](
+                header=h, filter="mpsc", intervened=cut, intervention=0.01 * k if cut else 0.0,
+                u_proposed=np.array([0.5 + (0.01 * k if cut else 0.0)]), u_safe=np.array([0.5]),
+                active_constraints=["pole[1]_upper"] if cut else [], max_slack=0.0, infeasible=k in (15, 95),
+                fallback="terminal LQR law" if k in (15, 95) else "", solve_time_ms=3.0 if k == 99 else 0.2,
+                model_version=0, interventions_total=(k + 5) // 10, infeasible_total=int(k >= 15) + int(k >= 95))
         for topic, msg in msgs.items():
-            writer.write(topic, round(t * 1e9), ts.serialize_cdr(msg, msg.__msgtype__))
+            for _ in range(2 if topic.endswith("safety_filter/status") and k == 50 else 1):
+                writer.write(topic, round(t * 1e9), ts.serialize_cdr(msg, msg.__msgtype__))
     writer.close()
 
 
@@ -200,3 +214,42 @@ def test_flagship_table_and_progress(tmp_path: Path) -> None:
     assert cells[4] == "1"  # violation steps
     assert cells[-2] == "5.0"  # KiB
     assert "| - |" in lines[3]
+
+
+def test_safety_filter_interventions_stand_next_to_the_violations(tmp_path: Path) -> None:
+    write_run(tmp_path / "f", violate_at=1.0, system="cartpole", safety_filter=True)
+    run = load_run(tmp_path / "f")
+    assert run.topics["/r/safety_filter/status"] == ("safe_ctrl_ros/msg/SafetyFilterStatus", 101)
+    m = metrics(run)
+    assert m["violation_steps"] == 1
+    assert m["filter"] == "mpsc"
+    assert m["filter_steps"] == 100  # the re-sent status of k = 50 counts once
+    assert m["interventions"] == 10
+    cuts = [0.01 * k for k in range(5, 100, 10)]
+    assert m["intervention_mean"] == pytest.approx(sum(cuts) / 100, rel=1e-12)  # 0.05 N over all steps
+    assert m["intervention_max"] == pytest.approx(0.95, rel=1e-12)
+    assert m["filter_infeasible_steps"] == 2
+    times = [0.2] * 99 + [3.0]
+    assert m["filter_solve_ms_p50"] == pytest.approx(0.2)
+    assert m["filter_solve_ms_p99"] == pytest.approx(float(np.percentile(times, 99)))
+    assert m["filter_solve_ms_max"] == pytest.approx(3.0)
+    assert m["units"]["filter_solve_ms_p99"] == "ms"
+    table = markdown([m])
+    assert "| violation_steps | 1 |" in table
+    assert "| interventions | 10 |" in table
+    assert "| filter_infeasible_steps | 2 |" in table
+    assert "| intervention_max | 0.95 |" in table
+    # A run without a filter has none of these.
+    write_run(tmp_path / "n", violate_at=1.0, system="cartpole")
+    plain = metrics(load_run(tmp_path / "n"))
+    assert not {"filter", "interventions", "intervention_mean", "filter_infeasible_steps"} & set(plain)
+    # --plots: the intervention panel is one more panel of the overview (cart-pole: position, angle,
+    # margin, solve time; + the filter's), each 3 in high at 90 dpi.
+    from matplotlib.image import imread
+
+    from safe_ctrl_ros.bag.report import plots
+
+    with_filter = imread(plots(run, tmp_path / "p")[0])
+    without = imread(plots(load_run(tmp_path / "n"), tmp_path / "q")[0])
+    assert without.shape[0] == 4 * 3 * 90
+    assert with_filter.shape[0] == 5 * 3 * 90

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from safe_ctrl_ros import systems
+from safe_ctrl_ros.control.residual import ResidualSpec
 from safe_ctrl_ros.errors import ConfigError
 from safe_ctrl_ros.safety import load_constraints, make_constraints
 from safe_ctrl_ros.safety.filters import CbfConfig, CbfFilter, Margins, MpscConfig, MpscFilter, PassThrough
@@ -122,7 +123,7 @@ def test_mpsc_falls_back_to_the_certified_backup_with_its_feedback() -> None:
 
     def broken(*_: Any) -> Any:
         n = f.cfg.horizon
-        return np.full(n, np.nan), np.full(3, np.nan), np.full((4, n + 1), np.nan)
+        return np.full(n, np.nan), np.full(1, np.nan), np.full(3, np.nan), np.full((4, n + 1), np.nan)
 
     f._solve = broken  # type: ignore[method-assign,assignment]
     u1, rep1 = f.filter(x1, np.array([5.0]), DT)
@@ -163,3 +164,70 @@ def test_settings_name_what_is_wrong() -> None:
     with pytest.raises(ConfigError, match="filter model_error: expected a vector of size 4"):
         build_filter({"filter": "mpsc", "model_error": [0.1]}, CARTPOLE, _pole())
     assert isinstance(build_filter({"filter": "none"}, CARTPOLE, _pole()), PassThrough)
+
+
+QUAD = systems.make("quadrotor_2d")
+
+
+def _sinking_residual(delta: float) -> tuple[ResidualSpec, np.ndarray]:
+    """A residual that takes delta m/s off z_dot every step, whatever the state: a heavier vehicle."""
+    spec = ResidualSpec(nx=6, nu=2, hidden=(4,))
+    theta = np.zeros(spec.num_params)
+    theta[4 * 8 + 4 + 6 * 4 + 3] = -delta  # the output layer's bias of z_dot
+    return spec, theta
+
+
+def _quad_mpsc(terminal_position: str = "free", residual: ResidualSpec | None = None) -> MpscFilter:
+    cons = load_constraints(REPO / "config/constraints/quadrotor_2d_flight.yaml", 6, 2)
+    cfg = MpscConfig(horizon=20, terminal_scale=1.0, terminal_position=terminal_position,
+                     Q_lqr=[0.1, 0.1, 1000.0, 10.0, 100.0, 1.0], R_lqr=[1000.0, 1000.0], iterations=3)
+    return MpscFilter(QUAD, DT, cons, cfg, Margins(disturbance=np.array([0.01, 0, 0.01, 0, 0, 0])),
+                      residual=residual, substeps=2)
+
+
+def test_mpsc_terminal_set_and_fallback_are_built_around_the_models_own_steady_state() -> None:
+    """With a residual the model's hover thrust is not the nominal one: x_s, u_s solve
+    x_s = F(x_s, u_s) + g(x_s, u_s), and the terminal LQR law (the fallback) holds u_s there."""
+    delta = 0.01  # m/s per step: 0.5 m/s^2 of extra weight
+    spec, theta = _sinking_residual(delta)
+    f = _quad_mpsc(residual=spec)
+    assert f.u_s == pytest.approx(QUAD.equilibrium()[1], abs=1e-12)  # zero weights: the nominal hover
+    f.set_residual_weights(theta)
+    mass, g = QUAD.params["mass"], QUAD.params["gravity"]
+    # Pitch 0 and constant thrust: RK4 integrates z_dot exactly, so dt (2 u / m - g) = delta.
+    assert f.u_s == pytest.approx(np.full(2, 0.5 * mass * (g + delta / DT)), rel=1e-9)
+    step = np.asarray(f._rollout(f.x_s0, f.u_s, f._th)).reshape(-1)
+    assert np.max(np.abs(step - f.x_s0)) < 1e-12
+    assert f.imbalance.max() < 1e-12
+    # The discrete steady state sinks at delta / 2 between samples (the residual acts after the RK4
+    # step, which moves z with the mean of z_dot over the step).
+    assert f.x_s0[3] == pytest.approx(-delta / 2, rel=1e-9)
+    here = f.x_s0.copy()
+    here[[0, 2]] = [0.3, 1.0]
+    assert f._lqr_law(here, here) == pytest.approx(f.u_s, abs=1e-15)
+    x = here
+    # With nothing certified yet the fallback is that law about the steady state where the vehicle is.
+    f._solve = lambda *_: (np.full(40, np.nan), np.full(2, np.nan), np.full(3, np.nan),  # type: ignore
+                           np.full((6, 21), np.nan))
+    u, rep = f.filter(x, np.array([0.2, 0.2]), 0.0)
+    assert rep.infeasible is True
+    assert rep.fallback == "QP failed: terminal LQR law"
+    assert u == pytest.approx(f.u_s, abs=1e-15)
+
+
+def test_mpsc_certifies_a_moving_quadrotor_by_a_plan_that_stops_anywhere_inside_the_envelope() -> None:
+    """At 2 m/s sideways the backup has to stop somewhere: with the terminal position free it stops
+    where it gets to and the hover command passes (to the QP's rounding); held at the current position
+    the plan has to come back as well, and the filter has to act at once."""
+    x = np.array([0.0, 2.0, 1.0, 0.0, 0.0, 0.0])
+    free, held = _quad_mpsc("free"), _quad_mpsc("current")
+    _, rep_free = free.filter(x, free.u_s, 0.0)
+    assert rep_free.infeasible is False
+    assert rep_free.intervention < 1e-4
+    stop = free._backup_xs
+    assert stop[0] > 0.3  # the plan ends ahead of where it started, at rest
+    assert stop[2] == pytest.approx(1.0, abs=0.05)
+    _, rep_held = held.filter(x, held.u_s, 0.0)
+    assert rep_held.infeasible is False
+    assert rep_held.intervention > 5e-3
+    assert held._backup_xs[0] == 0.0

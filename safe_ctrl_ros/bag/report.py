@@ -4,13 +4,19 @@
                      [--system NAME]
 
 A run's topics are found by their names' endings (`plant/state`, `plant/reference`, `plant/cmd`,
-`controller/status`, `constraint_monitor/status`, `disturbance/events`, `adapter/status`,
-`adapter/model`), so any namespace works. Types are read from the definitions embedded in the bag.
+`controller/status`, `constraint_monitor/status`, `safety_filter/status`, `disturbance/events`,
+`adapter/status`, `adapter/model`), so any namespace works. Types are read from the definitions embedded in the bag.
 The system (which state entries are positions in m and angles in rad) is the one the bag names
 (metadata.yaml `custom_data.system`, written by the recorder); a bag recorded before the recorder
 wrote it gets the system inferred from its state size, with a note saying so (`--system` overrides).
 Tracking errors: `tracking_rmse` is the position error in m (the cart-pole's cart x, the quadrotors'
 x, y, z), `angle_rmse` the angle error in rad (the pole angle, the quadrotors' attitude), apart.
+With a safety filter in the loop (its SafetyFilterStatus on `safety_filter/status`), the interventions
+stand next to the violations: `filter_steps` (certified commands, one per state), `interventions`
+(steps whose command was changed), `intervention_mean` and `intervention_max` (|u_safe - u_proposed|
+over all filter steps, in the input's units), `filter_infeasible_steps` (steps the filter could not
+certify and applied its fallback), `filter_solve_ms_p50/p99/max`; `--plots` adds the intervention
+over time (infeasible steps marked) under the constraint margin.
 """
 
 from __future__ import annotations
@@ -33,7 +39,16 @@ from safe_ctrl_ros.systems.base import FloatArray, SymbolicModel, angle_error, p
 # Units of the metrics whose names do not carry them (JSON rows hold them under "units").
 UNITS = {
     "tracking_rmse": "m", "tracking_rmse_last_10s": "m", "angle_rmse": "rad", "angle_rmse_last_10s": "rad",
-    "first_violation_time": "s",
+    "first_violation_time": "s", "filter_solve_ms_p50": "ms", "filter_solve_ms_p99": "ms",
+    "filter_solve_ms_max": "ms",
+}
+
+
+# Topics (by the ending of their names) whose messages a Run keeps as they come, and where.
+MESSAGE_LISTS = {
+    "controller/status": "controller", "constraint_monitor/status": "monitor",
+    "safety_filter/status": "safety_filter", "disturbance/events": "events", "adapter/status": "adapter",
+    "adapter/model": "models",
 }
 
 
@@ -49,6 +64,7 @@ class Run:
     commands: list[tuple[float, FloatArray]] = field(default_factory=list)
     controller: list[Any] = field(default_factory=list)
     monitor: list[Any] = field(default_factory=list)
+    safety_filter: list[Any] = field(default_factory=list)  # SafetyFilterStatus, one per certified command
     events: list[Any] = field(default_factory=list)
     adapter: list[Any] = field(default_factory=list)
     models: list[Any] = field(default_factory=list)
@@ -89,16 +105,9 @@ def load_run(path: str | Path, system: str | None = None) -> Run:
                 run.references[_t(msg.header)] = np.asarray(msg.x_ref, dtype=np.float64)
             elif topic.endswith("plant/cmd"):
                 run.commands.append((_t(msg.header), np.asarray(msg.u, dtype=np.float64)))
-            elif topic.endswith("controller/status"):
-                run.controller.append(msg)
-            elif topic.endswith("constraint_monitor/status"):
-                run.monitor.append(msg)
-            elif topic.endswith("disturbance/events"):
-                run.events.append(msg)
-            elif topic.endswith("adapter/status"):
-                run.adapter.append(msg)
-            elif topic.endswith("adapter/model"):
-                run.models.append(msg)
+            elif any(topic.endswith(suffix) for suffix in MESSAGE_LISTS):
+                suffix = next(sfx for sfx in MESSAGE_LISTS if topic.endswith(sfx))
+                getattr(run, MESSAGE_LISTS[suffix]).append(msg)
             elif topic == "/diagnostics":
                 for status in msg.status:
                     if status.name.endswith("plant: loop timing"):
@@ -188,6 +197,8 @@ def metrics(run: Run) -> dict[str, Any]:
         out["first_violation_time"] = float(min(firsts)) if firsts else None
         margins = [min(m.margins) for m in run.monitor if len(m.margins)]
         out["worst_margin"] = float(min(margins)) if margins else None
+    if run.safety_filter:
+        out.update(filter_metrics(run))
     if run.controller:
         ms = np.array([c.solve_time_ms for c in run.controller])
         out["solve_ms_p50"] = float(np.percentile(ms, 50))
@@ -212,6 +223,29 @@ def metrics(run: Run) -> dict[str, Any]:
         out["adapter_memory_bytes"] = int(a.training_memory_bytes)
     out["units"] = {k: unit for k, unit in UNITS.items() if k in out}
     return out
+
+
+def filter_steps(run: Run) -> list[Any]:
+    """The safety filter's statuses, one per state stamp (a re-sent one repeats its verdict), in time order."""
+    per_state = {_t(s.header): s for s in run.safety_filter}
+    return [per_state[t] for t in sorted(per_state)]
+
+
+def filter_metrics(run: Run) -> dict[str, Any]:
+    steps = filter_steps(run)
+    iv = np.array([s.intervention for s in steps], dtype=np.float64)
+    ms = np.array([s.solve_time_ms for s in steps], dtype=np.float64)
+    return {
+        "filter": str(steps[-1].filter),
+        "filter_steps": len(steps),
+        "interventions": int(sum(1 for s in steps if s.intervened)),
+        "intervention_mean": float(np.mean(iv)),
+        "intervention_max": float(np.max(iv)),
+        "filter_infeasible_steps": int(sum(1 for s in steps if s.infeasible)),
+        "filter_solve_ms_p50": float(np.percentile(ms, 50)),
+        "filter_solve_ms_p99": float(np.percentile(ms, 99)),
+        "filter_solve_ms_max": float(np.max(ms)),
+    }
 
 
 def reevaluate(run: Run, constraints_file: str | Path) -> dict[str, Any]:
@@ -239,7 +273,9 @@ def reevaluate(run: Run, constraints_file: str | Path) -> dict[str, Any]:
 def markdown(rows: list[dict[str, Any]]) -> str:
     keys = ["system", "recording_complete", "steps", "sim_time_s", "tracking_rmse", "tracking_rmse_last_10s",
             "angle_rmse", "angle_rmse_last_10s", "violation_steps", "failed",
-            "first_violation_time", "worst_margin", "control_effort", "solve_ms_p50", "solve_ms_p99",
+            "first_violation_time", "worst_margin", "filter", "filter_steps", "interventions", "intervention_mean",
+            "intervention_max", "filter_infeasible_steps", "filter_solve_ms_p50", "filter_solve_ms_p99",
+            "filter_solve_ms_max", "control_effort", "solve_ms_p50", "solve_ms_p99",
             "solve_ms_max", "fallback_steps", "loop_latency_p50_ms", "loop_latency_p99_ms", "loop_latency_max_ms",
             "loop_jitter_p99_ms", "loop_miss_rate", "missed_deadlines", "safe_command_steps", "clipped_commands",
             "rejected_commands", "model_version_final", "adapter_updates", "adapter_val_loss",
@@ -282,7 +318,8 @@ def plots(run: Run, directory: Path) -> list[Path]:
     groups = [] if model is None else [("position (m)", model.position_indices)]
     if model is not None and model.angle_indices:
         groups.append(("angle (rad)", model.angle_indices))
-    fig, axes = plt.subplots(2 + max(len(groups), 1), 1, figsize=(9, 3 * (2 + max(len(groups), 1))), sharex=True)
+    panels = 2 + max(len(groups), 1) + (1 if run.safety_filter else 0)
+    fig, axes = plt.subplots(panels, 1, figsize=(9, 3 * panels), sharex=True)
     if run.states and model is not None:
         t = np.array([s[0] for s in run.states])
         x = np.array([s[1] for s in run.states])
@@ -298,12 +335,24 @@ def plots(run: Run, directory: Path) -> list[Path]:
             ax.set_ylabel(label)
     elif run.states:
         axes[0].set_ylabel("states: system unknown")
-    margin_ax, solve_ax = axes[-2], axes[-1]
+    margin_ax, solve_ax = axes[-3 if run.safety_filter else -2], axes[-1]
     if run.monitor:
         tm = [_t(m.header) for m in run.monitor]
         margin_ax.plot(tm, [min(m.margins) if len(m.margins) else np.nan for m in run.monitor])
         margin_ax.axhline(0.0, color="r", lw=0.8)
         margin_ax.set_ylabel("smallest constraint margin")
+    if run.safety_filter:
+        # The filter's interventions under the violations they prevent: |u_safe - u_proposed| per
+        # step, the steps it could not certify (fallback applied) marked.
+        iv_ax, steps = axes[-2], filter_steps(run)
+        tf = np.array([_t(s.header) for s in steps])
+        iv = np.array([s.intervention for s in steps])
+        iv_ax.plot(tf, iv, lw=0.8, label=f"{steps[-1].filter}: |u_safe - u_proposed|")
+        bad = np.array([bool(s.infeasible) for s in steps])
+        if np.any(bad):
+            iv_ax.plot(tf[bad], iv[bad], "rx", ms=4, label="not certified (fallback)")
+        iv_ax.legend(loc="upper right", fontsize=8)
+        iv_ax.set_ylabel("filter intervention")
     if run.controller:
         solve_ax.plot([_t(c.header) for c in run.controller], [c.solve_time_ms for c in run.controller], lw=0.6)
         solve_ax.set_ylabel("solve time (ms)")

@@ -3,32 +3,49 @@
 At every step the filter looks for the input u_0 closest to the proposed one for which a backup
 input sequence u_0 .. u_{N-1} exists whose prediction (the controller's model, base.PredictionModel)
 keeps every constraint row, tightened by a tube grown from the one-step margin d, and ends in the
-terminal set: the ellipsoid {(x - x_s)' P (x - x_s) <= c} of the LQR around the steady state x_s
-(the equilibrium, moved to the task reference's position at t + N dt when a task is given). P is
-the discrete Riccati solution of the linearization at x_s, c the largest level whose ellipsoid keeps
-the LQR input u_eq - K (x - x_s) inside the input bounds and the ellipsoid inside the tightened
-linear/bounded rows, times `terminal_scale`:
+terminal set: the ellipsoid {(x - x_s)' P (x - x_s) <= c} of the LQR around a steady state x_s of
+the prediction model.
+
+The steady state is the model's own, the residual included: (x_s, u_s) solves
+x_s = F(x_s, u_s) + g_theta(x_s, u_s) (least squares over u and the non-position entries of x, the
+positions held; recomputed with every new set of residual weights; what it leaves unbalanced is added
+to d). A, B are the nominal one-step Jacobians at (x_s, u_s) (the MLP's Jacobian at one point couples
+axes the rest of its domain does not), P the discrete Riccati solution with Q_lqr, R_lqr, K the LQR
+gain, which is also the tube's feedback. Every position is an equilibrium of these systems, so x_s's positions p
+are free: with `terminal_position: free` they are variables of the QP, constrained so the ellipsoid
+lies inside the tightened position rows; `current` fixes them at the state's positions, `reference`
+at the task reference's at t + N dt. c is the largest level whose ellipsoid keeps u_s - K (x - x_s)
+inside the input bounds and lies inside the tightened linear rows (for a pair of opposite position
+rows, e.g. a lower and an upper altitude, inside the band between them), times `terminal_scale`:
 
     min  |u_0 - u_p|_R^2 + r_b sum_{k>=1} |u_k - u_bar_k|^2 + rho1 1's + rho2 |s|^2
     s.t. x_0 = x,  x_{k+1} = F(x_k, u_k) + g_theta(x_k, u_k),  u_low <= u_k <= u_high,
-         g_i(x_k) + t_i(k) + backoff <= s_i,  s_i >= 0  (k = 1..N-1),   |L (x_N - x_s)|_inf <= 0.99 sqrt(c / nx)
+         g_i(x_k) + t_i(k) + backoff <= s_i,  s_i >= 0  (k = 1..N-1),
+         |L (x_N - x_s(p))|_inf <= 0.99 sqrt(c / nx),   a_i' x_s(p) + sqrt(c a_i' P^-1 a_i) <= b_i - t_i(N)
 
 (P = L'L: a box inside the terminal ellipsoid), with t_i(k) = sum_{j<k} |G_i A_cl^j| d the tube of
-the LQR-stabilized error (A_cl = A - B K at the equilibrium, G the rows' state gradient) and u_bar the
-warm start (the last plan shifted; the terminal LQR law rolled out at the start). Solved by one
-real-time iteration: the condensed (single-shooting) Gauss-Newton QP at u_bar, dense, with DAQP, in
-one CasADi call. The QP's u sequence is then certified on the nonlinear model:
-rolled out from x, every tightened row must hold at k = 1..N-1 and x_N must lie in the terminal set.
-If it does not (or the QP failed), the step is infeasible and the standard MPSC fallback applies: the
-next input of the last certified backup sequence with the tube's feedback, u_j - K (x - x_j), and
-once that is used up the terminal LQR law.
+the LQR-stabilized error (A_cl = A - B K, G the rows' state gradient) and u_bar the warm start (the
+last certified plan shifted, else the terminal LQR law rolled out). The terminal rows share one slack
+of their own, so the QP always returns a plan. Solved by one real-time iteration: the condensed
+Gauss-Newton QP at u_bar, dense, with DAQP, in one CasADi call: u_bar rolled out on the full model,
+the nominal model's and the residual's Jacobians at every stage, condensed by the recursion
+S_{k+1} = A_k S_k + [0 B_k 0]. It is built in MX so the residual's MLP runs as dense matrix products
+(its SX expansion, one scalar operation per weight through every stage, was most of the cost); a
+residual linearized once per step (at x, u_p) was cheaper still but wrong far from u_p (the plan's
+thrusts are not the proposal's), and the certification then failed. `iterations` > 1 takes more
+Gauss-Newton steps only while the plan is not certified. The QP's u sequence is then certified on
+the full nonlinear model: rolled out from x, every tightened row must hold at k = 1..N-1 and x_N must lie in the
+terminal set. If it does not (or the QP failed), the step is infeasible and the standard MPSC
+fallback applies: the next input of the last certified backup sequence with the tube's feedback,
+u_j - K (x - x_j), and once that is used up the terminal LQR law about that backup's x_s (before any
+plan was certified, about the steady state at the current position).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import casadi as ca
 import numpy as np
@@ -53,6 +70,9 @@ from safe_ctrl_ros.tasks import Task
 
 SNAP = 1e-5  # a first input this close to the proposal (relative to half the input range) is the proposal
 REGULARIZATION = 1e-8  # on the whole input sequence: keeps the QP strictly convex
+RELAX = 1e9  # added to a terminal position row that does not apply (fixed terminal position)
+TERMINAL_POSITIONS = ("free", "current", "reference")
+EQ_ITERATIONS = 30  # Gauss-Newton steps of the steady-state solve
 
 
 @dataclass
@@ -66,10 +86,13 @@ class MpscConfig:
     slack_l1: float = 1e4
     slack_l2: float = 1e4
     backoff: float = 1e-4  # extra tightening in the QP, so the certification's check holds despite linearization
-    iterations: int = 1  # Gauss-Newton steps per call (1 = real-time iteration)
-    # Where x_s's positions are: "current" (the state's own: the backup only has to stop), or
-    # "reference" (the task's reference at t + N dt). Every position is an equilibrium of these systems.
-    terminal_position: str = "current"
+    # Gauss-Newton steps per call at most: the first from the warm start (real-time iteration), more
+    # only while the plan is not certified.
+    iterations: int = 1
+    # Where x_s's positions are: "free" (variables of the QP: any position inside the tightened rows),
+    # "current" (the state's own: the backup has to stop and come back), or "reference" (the task's
+    # reference at t + N dt). Every position is an equilibrium of these systems.
+    terminal_position: str = "free"
 
     def validate(self) -> None:
         if self.horizon < 2:
@@ -78,8 +101,8 @@ class MpscConfig:
             raise ConfigError(f"mpsc terminal_scale must be in (0, 1], got {self.terminal_scale}")
         if not (self.backup_weight >= 0 and self.slack_l1 >= 0 and self.slack_l2 > 0 and self.backoff >= 0):
             raise ConfigError("mpsc backup_weight, slack_l1 and backoff must be >= 0, slack_l2 > 0")
-        if self.terminal_position not in ("current", "reference"):
-            raise ConfigError(f"mpsc terminal_position must be 'current' or 'reference', "
+        if self.terminal_position not in TERMINAL_POSITIONS:
+            raise ConfigError(f"mpsc terminal_position must be one of {TERMINAL_POSITIONS}, "
                               f"got '{self.terminal_position}'")
         if self.iterations < 1:
             raise ConfigError(f"mpsc iterations must be >= 1, got {self.iterations}")
@@ -94,67 +117,126 @@ class MpscFilter:
         self.cfg = cfg = config or MpscConfig()
         cfg.validate()
         self.pm = PredictionModel(model, dt, substeps, residual)
-        self.model, self.task, self.dt = model, task, float(dt)
+        self.model, self.task, self.dt, self.substeps = model, task, float(dt), int(substeps)
         self.margins = (margins or Margins()).resolved(model.nx)
         self.nx, self.nu = model.nx, model.nu
         rows, self.u_low, self.u_high = split_constraints(constraints, model.nu, *model.input_bounds)
         self.x_eq, self.u_eq = model.equilibrium()
+        self.pos = list(model.position_indices)
+        self.npos = len(self.pos)
         half = np.where(np.isfinite(self.u_high - self.u_low), 0.5 * (self.u_high - self.u_low), 1.0)
         self.R = _weight_matrix(cfg.R, model.nu, "mpsc R") / np.outer(half, half)
         self._half = half
+        self._q = _weight_matrix(cfg.Q_lqr, self.nx, "mpsc Q_lqr")
+        self._r = _weight_matrix(cfg.R_lqr, self.nu, "mpsc R_lqr")
         self.soft = [c for c in rows if c.variable != "input"]
         self.hard = [c for c in rows if c.variable == "input"]
         self.row_names = [nm for c in self.soft for nm in c.row_names()]
         self.ns = sum(c.num_rows for c in self.soft)
         self.nh = sum(c.num_rows for c in self.hard)
-        self._lqr(cfg)
+        self._th = ca.DM(self.pm.theta)  # the weights as CasADi takes them (converting 1500 numbers costs)
+        self._linear_rows()
+        self._functions()
+        self._update_model()
         self._build()
         self.reset()
 
-    # --- terminal set ---------------------------------------------------------------------------
-    def _lqr(self, cfg: MpscConfig) -> None:
-        a, b = self.model.linearize(self.x_eq, self.u_eq)
-        a_d = scipy.linalg.expm(np.block([[a, b], [np.zeros((self.nu, self.nx + self.nu))]]) * self.dt)
-        ad, bd = a_d[: self.nx, : self.nx], a_d[: self.nx, self.nx :]
-        q = _weight_matrix(cfg.Q_lqr, self.nx, "mpsc Q_lqr")
-        r = _weight_matrix(cfg.R_lqr, self.nu, "mpsc R_lqr")
-        p = scipy.linalg.solve_discrete_are(ad, bd, q, r)
-        self.P = 0.5 * (p + p.T)
-        self.K = np.linalg.solve(r + bd.T @ self.P @ bd, bd.T @ self.P @ ad)
-        self.P_inv = np.linalg.inv(self.P)
-        self.A_cl = ad - bd @ self.K
-        # Linear rows of the state constraints (for the terminal level): a'x <= b.
-        lin_a, lin_b = [], []
+    # --- the model's steady state, LQR, tube, terminal set ---------------------------------------
+    def _linear_rows(self) -> None:
+        """The linear rows a'x <= b of the state constraints (for the terminal level), which of them
+        involve positions, and for each of those its opposite row (a_j = -a_i), if any."""
+        lin_a: list[FloatArray] = []
+        lin_b: list[FloatArray] = []
+        idx: list[int] = []
+        start = 0
         for c in self.soft:
             if c.variable == "state" and c.kind != "quadratic":
                 full = np.zeros((c.A.shape[0], self.nx))
                 full[:, c.active_dims] = c.A
                 lin_a.append(full)
                 lin_b.append(c.b)
+                idx.extend(range(start, start + c.num_rows))
+            start += c.num_rows
         self._lin_a = np.vstack(lin_a) if lin_a else np.zeros((0, self.nx))
         self._lin_b = np.concatenate(lin_b) if lin_b else np.zeros(0)
-        self._lin_rows = [i for i, c_rows in enumerate(self._soft_linear_mask()) if c_rows]
+        self._lin_rows = idx  # their indices among the soft rows
+        has_pos = np.any(self._lin_a[:, self.pos] != 0, axis=1) if self.npos else np.zeros(len(idx), dtype=np.bool_)
+        self._pos_rows = [i for i in range(len(idx)) if has_pos[i]]
+        self._opposite: dict[int, int] = {}
+        for i in self._pos_rows:
+            for j in self._pos_rows:
+                if j != i and np.allclose(self._lin_a[j], -self._lin_a[i]):
+                    self._opposite[i] = j
+        self._ep = np.zeros((self.nx, self.npos))  # x_s(p) = x_s0 + E p
+        self._ep[self.pos, range(self.npos)] = 1.0
 
-    def _soft_linear_mask(self) -> list[bool]:
-        return [c.variable == "state" and c.kind != "quadratic" for c in self.soft for _ in range(c.num_rows)]
+    def _functions(self) -> None:
+        pm = self.pm
+        x, u, th = pm.x, pm.u, pm.th
+        soft = ca.vertcat(*[constraint_expr(c, x, u) for c in self.soft]) if self.ns else ca.SX(0, 1)
+        self._soft_jac = ca.Function("soft_jac", [x, u], [ca.jacobian(soft, x)])
+        nominal = self.model.rk4_function(self.dt, self.substeps)(x, u, ca.DM.zeros(WRENCH_SIZE))
+        self._ab = ca.Function("mpsc_ab", [x, u], [ca.jacobian(nominal, x), ca.jacobian(nominal, u)])
+        e, wmax = ca.SX.sym("e", self.nx), ca.SX.sym("wmax", WRENCH_SIZE)
+        self._d = ca.Function("d", [x, u, e, wmax], [e + ca.fabs(pm.w_sens) @ wmax])
+        self._rollout = ca.Function("mpsc_step", [x, u, th], [pm.step(x, u, th)])
+        # The one-step map as a function of the unknowns of the steady state: u and x's non-position entries.
+        self._free_x = [i for i in range(self.nx) if i not in self.pos]
+        z = ca.SX.sym("z", len(self._free_x) + self.nu)
+        xz = ca.SX(ca.DM(self.x_eq))
+        for k, i in enumerate(self._free_x):
+            xz[i] = z[k]
+        uz = z[len(self._free_x):]
+        res = pm.step(xz, uz, th) - xz
+        self._eq_res = ca.Function("eq_res", [z, th], [res, ca.jacobian(res, z)])
 
-    def steady_state(self, t: float, x: FloatArray) -> FloatArray:
-        """x_s: the equilibrium, at the current position or the task reference's at t + N dt."""
+    def steady_state_of_model(self) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(x_s, u_s, imbalance): the prediction model's steady state at x_eq's positions, by damped
+        Gauss-Newton from the nominal equilibrium; imbalance = |x_s+ - x_s| it leaves (0 if exact)."""
+        nf = len(self._free_x)
+        z = np.concatenate([self.x_eq[self._free_x], self.u_eq])
+        scale = np.concatenate([np.ones(nf), self._half])
+        for _ in range(EQ_ITERATIONS):
+            r_dm, j_dm = self._eq_res(z, self._th)
+            r = np.asarray(r_dm, dtype=np.float64).reshape(-1)
+            jac = np.asarray(j_dm, dtype=np.float64) * scale
+            step = np.linalg.lstsq(np.vstack([jac, 1e-6 * np.eye(z.size)]), np.r_[-r, np.zeros(z.size)], rcond=None)[0]
+            z = z + scale * step
+            z[nf:] = np.clip(z[nf:], self.u_low, self.u_high)
+            if np.max(np.abs(step)) < 1e-12:
+                break
         xs = self.x_eq.copy()
-        pos = list(self.model.position_indices)
-        if not pos:
-            return xs
-        if self.cfg.terminal_position == "current":
-            xs[pos] = x[pos]
-        elif self.task is not None:
-            xs[pos] = self.task.reference(t + self.cfg.horizon * self.dt)[0][0][pos]
-        return xs
+        xs[self._free_x] = z[:nf]
+        us = z[nf:].copy()
+        imbalance = np.abs(np.asarray(self._rollout(xs, us, self._th), dtype=np.float64).reshape(-1) - xs)
+        if not np.all(np.isfinite(imbalance)):
+            raise ConfigError("mpsc: the prediction model has no finite steady state near the nominal equilibrium")
+        return xs, us, imbalance
 
-    def _tube(self, soft_jac: ca.Function) -> None:
+    def _update_model(self) -> None:
+        """Steady state, LQR, tube and the one-step imbalance, for the current residual weights."""
+        xs, us, imbalance = self.steady_state_of_model()
+        a_dm, b_dm = self._ab(xs, us)
+        ad, bd = np.asarray(a_dm, dtype=np.float64), np.asarray(b_dm, dtype=np.float64)
+        try:
+            p = scipy.linalg.solve_discrete_are(ad, bd, self._q, self._r)
+        except (np.linalg.LinAlgError, ValueError) as exc:
+            raise ConfigError(f"mpsc: no LQR for the prediction model at its steady state ({exc})") from exc
+        self.x_s0, self.u_s, self.imbalance = xs, us, imbalance
+        self.P = 0.5 * (p + p.T)
+        self.K = np.linalg.solve(self._r + bd.T @ self.P @ bd, bd.T @ self.P @ ad)
+        self.P_inv = np.linalg.inv(self.P)
+        self.L = np.linalg.cholesky(self.P).T  # P = L'L
+        self.A_cl = ad - bd @ self.K
+        self._apa = np.einsum("ij,jk,ik->i", self._lin_a, self.P_inv, self._lin_a)
+        self._kpk = np.einsum("ij,jk,ik->i", self.K, self.P_inv, self.K)
+        self._tube()
+
+    def _tube(self) -> None:
         """Tube of the LQR-stabilized error e_{k+1} = A_cl e_k + d: rows tightened at stage k by
-        sum_{j<k} |G A_cl^j| d, G the rows' state gradient at the equilibrium."""
+        sum_{j<k} |G A_cl^j| d, G the rows' state gradient at the steady state."""
         n, ns = self.cfg.horizon, self.ns
-        gmat = np.asarray(soft_jac(self.x_eq, self.u_eq), dtype=np.float64).reshape(ns, self.nx)
+        gmat = np.asarray(self._soft_jac(self.x_s0, self.u_s), dtype=np.float64).reshape(ns, self.nx)
         acc = np.zeros((ns, self.nx))
         power = np.eye(self.nx)
         blocks = []
@@ -165,141 +247,255 @@ class MpscFilter:
         self._tube_k = np.vstack(blocks[:n])  # (N ns, nx): stages 0 .. N-1
         self._tube_n = blocks[n]  # (ns, nx): stage N (the terminal set)
 
-    def _one_step(self, x: FloatArray, u: FloatArray) -> FloatArray:
-        d = self._d(x, u, self.pm.theta, self.margins.model_error, self.margins.disturbance)
-        return np.asarray(d, dtype=np.float64).reshape(-1)
+    def design(self) -> dict[str, Any]:
+        """What the filter is built around, at its steady state: u_s (and the nominal u_eq), x_s,
+        the one-step margin d there, each row's tube at the horizon t(N) and the terminal level c."""
+        d = self.one_step_margin(self.x_s0, self.u_s)
+        tube_n = self._tube_n @ d
+        return {"u_s": self.u_s.tolist(), "u_nominal": self.u_eq.tolist(), "x_s": self.x_s0.tolist(),
+                "d": d.tolist(), "rows": list(self.row_names), "tube_N": tube_n.tolist(),
+                "terminal_level": self.terminal_level(self.x_s0, tube_n)}
+
+    def one_step_margin(self, x: FloatArray, u: FloatArray) -> FloatArray:
+        """d(x, u): model error + wrench effect + what the steady state leaves unbalanced."""
+        d = self._d(x, u, self.margins.model_error, self.margins.disturbance)
+        out: FloatArray = np.asarray(d, dtype=np.float64).reshape(-1) + self.imbalance
+        return out
 
     def tightening(self, x: FloatArray, u: FloatArray) -> FloatArray:
         """Per stage k = 0..N-1 and row: how far the row is tightened (stage-major)."""
-        out: FloatArray = self._tube_k @ self._one_step(x, u)
+        out: FloatArray = self._tube_k @ self.one_step_margin(x, u)
         return out
 
+    def steady_state(self, t: float, x: FloatArray) -> FloatArray:
+        """x_s with the positions of the state (`free`, `current`) or of the task reference at t + N dt."""
+        xs = self.x_s0.copy()
+        if not self.pos:
+            return xs
+        if self.cfg.terminal_position in ("free", "current"):
+            xs[self.pos] = x[self.pos]
+        elif self.task is not None:
+            xs[self.pos] = self.task.reference(t + self.cfg.horizon * self.dt)[0][0][self.pos]
+        return xs
+
+    def _at_position(self, x: FloatArray) -> FloatArray:
+        xs = self.x_s0.copy()
+        xs[self.pos] = x[self.pos]
+        return xs
+
     def terminal_level(self, xs: FloatArray, tight: FloatArray) -> float:
-        """Largest c with u_eq - K dx inside the input bounds and the ellipsoid inside the tightened rows."""
+        """Largest c with u_s - K dx inside the input bounds and the ellipsoid inside the tightened
+        linear rows, times terminal_scale. With free positions a pair of opposite position rows
+        limits c by the width of the band between them, a lone position row by its room at xs."""
         levels = []
-        kpk = np.einsum("ij,jk,ik->i", self.K, self.P_inv, self.K)
         for j in range(self.nu):
-            room = min(self.u_high[j] - self.u_eq[j], self.u_eq[j] - self.u_low[j])
-            if np.isfinite(room) and kpk[j] > 0:
-                levels.append(max(room, 0.0) ** 2 / kpk[j])
+            room = min(self.u_high[j] - self.u_s[j], self.u_s[j] - self.u_low[j])
+            if np.isfinite(room) and self._kpk[j] > 0:
+                levels.append(max(room, 0.0) ** 2 / self._kpk[j])
         if self._lin_a.shape[0]:
             room = self._lin_b - self._lin_a @ xs - tight[self._lin_rows] - self.cfg.backoff
-            apa = np.einsum("ij,jk,ik->i", self._lin_a, self.P_inv, self._lin_a)
-            levels.extend((np.maximum(room, 0.0) ** 2 / apa)[apa > 0].tolist())
+            if self.cfg.terminal_position == "free":
+                for i, j in self._opposite.items():
+                    width = self._lin_b[i] + self._lin_b[j] - tight[self._lin_rows[i]] - tight[self._lin_rows[j]]
+                    room[i] = 0.5 * (width - 2 * self.cfg.backoff)
+            ok = self._apa > 0
+            levels.extend((np.maximum(room[ok], 0.0) ** 2 / self._apa[ok]).tolist())
         return self.cfg.terminal_scale * (min(levels) if levels else 1.0)
 
     # --- problem --------------------------------------------------------------------------------
-    def _build(self) -> None:
-        """One CasADi function (u_bar, p) -> (u, [worst tightened row, terminal, slack]): the
-        condensed Gauss-Newton QP at the input sequence u_bar, solved with DAQP, then the
-        certification rollout of its solution on the nonlinear model."""
-        cfg, pm = self.cfg, self.pm
-        nx, nu, ns, nh, n = self.nx, self.nu, self.ns, self.nh, cfg.horizon
-        xs_, us_ = pm.x, pm.u
-        soft_expr = ca.vertcat(*[constraint_expr(c, xs_, us_) for c in self.soft]) if ns else ca.SX(0, 1)
-        hard_expr = ca.vertcat(*[constraint_expr(c, xs_, us_) for c in self.hard]) if nh else ca.SX(0, 1)
-        soft_fn = ca.Function("soft", [xs_, us_], [soft_expr])
-        hard_fn = ca.Function("hard", [xs_, us_], [hard_expr])
-        # The one-step bound d at (x, u_p); the tube spreads it over the horizon.
-        e, wmax = ca.SX.sym("e", nx), ca.SX.sym("wmax", WRENCH_SIZE)
-        self._d = ca.Function("d", [xs_, us_, pm.th, e, wmax], [e + ca.fabs(pm.w_sens) @ wmax])
-        self._tube(ca.Function("soft_jac", [xs_, us_], [ca.jacobian(soft_expr, xs_)]))
-        self._rollout = ca.Function("mpsc_step", [xs_, us_, pm.th], [pm.step(xs_, us_, pm.th)])
-
-        useq = ca.SX.sym("u", n * nu)
-        p_x0, p_up, p_xs = ca.SX.sym("x0", nx), ca.SX.sym("up", nu), ca.SX.sym("xs", nx)
-        p_c, p_tight, th = ca.SX.sym("c"), ca.SX.sym("tight", ns * n), ca.SX.sym("th", pm.theta.size)
-        pv = ca.vertcat(p_x0, p_up, p_xs, p_c, p_tight, th)
-        xk = p_x0
-        soft_rows, hard_rows = [], []
-        for k in range(n):
-            uk = useq[k * nu : (k + 1) * nu]
-            if k > 0 and ns:
-                soft_rows.append(soft_fn(xk, uk) + p_tight[k * ns : (k + 1) * ns])
-            if nh:
-                hard_rows.append(hard_fn(xk, uk))
-            xk = pm.step(xk, uk, th)
-        en = xk - p_xs
-        term = en.T @ ca.DM(self.P) @ en - p_c
-        # In the QP the terminal ellipsoid is replaced by the box |L (x_N - x_s)|_inf <= sqrt(c / nx)
-        # (P = L'L) inside it: linear in x_N, so its linearization is never vacuous (the ellipsoid's is
-        # at its centre); the certification checks the ellipsoid itself.
-        zn = ca.DM(np.linalg.cholesky(self.P).T) @ en
-        half = 0.99 * ca.sqrt(ca.fmax(p_c, 0) / nx)
-        box = ca.vertcat(zn - half, -zn - half)
-        soft_all = ca.vertcat(*soft_rows) if soft_rows else ca.SX(0, 1)
-        rows = ca.vertcat(soft_all, *hard_rows, box)
-        n_soft, n_rows = soft_all.shape[0], rows.shape[0]
-        lin = ca.Function("mpsc_lin", [useq, pv], [rows, ca.jacobian(rows, useq)], {"cse": True})
-        cert = ca.Function("mpsc_cert", [useq, pv], [ca.vertcat(soft_all, *hard_rows, term)], {"cse": True})
-        # QP in z = [u (N nu); s (ns)]: one slack per constraint row, shared by the stages.
-        nz = n * nu + ns
-        hdiag = np.zeros((nz, nz))
+    def _qp_matrices(self, n_rows: int, nt: int) -> tuple[FloatArray, FloatArray]:
+        """The QP's (constant) Hessian in z = [u; p; s; s_N] and the slacks' columns of its rows."""
+        cfg, nx, nu, ns, n = self.cfg, self.nx, self.nu, self.ns, self.cfg.horizon
+        nsl, nup = ns + 1, n * nu + self.npos
+        hdiag = np.zeros((nup + nsl, nup + nsl))
         hdiag[:nu, :nu] = 2 * self.R
         for k in range(1, n):
             hdiag[k * nu : (k + 1) * nu, k * nu : (k + 1) * nu] = 2 * cfg.backup_weight * np.diag(self._half**-2.0)
-        hdiag[n * nu :, n * nu :] = 2 * cfg.slack_l2 * np.eye(ns)
-        hdiag[: n * nu, : n * nu] += 2 * REGULARIZATION * np.eye(n * nu)
-        h = ca.DM(hdiag)
-        slack_map = np.zeros((n_rows, ns))
-        for k in range(n_soft // max(ns, 1)):
-            slack_map[k * ns : (k + 1) * ns, :] = -np.eye(ns)
-        qp = ca.conic("mpsc_qp", "daqp", {"h": h.sparsity(), "a": ca.Sparsity.dense(n_rows, nz)},
-                      {"error_on_fail": False})
-        ubar, p = ca.MX.sym("ubar", n * nu), ca.MX.sym("p", pv.shape[0])
-        backoff = np.r_[np.full(n_soft, cfg.backoff), np.zeros(n_rows - n_soft)]
-        useq_k: Any = ubar
-        anchor = ubar  # the rest of the backup stays near the warm start (the previous plan)
-        up_m = p[nx : nx + nu]
-        for _ in range(cfg.iterations):
-            g0, jac = lin(useq_k, p)
-            amat = ca.horzcat(jac, ca.DM(slack_map))
-            uba = -g0 - ca.DM(backoff) + jac @ useq_k
-            # The quadratic's target: u_0 = u_p, the rest of the backup = the warm start.
-            target = ca.vertcat(up_m, anchor[nu:])
-            grad = ca.vertcat(-ca.DM(hdiag[: n * nu, : n * nu]) @ target, cfg.slack_l1 * ca.DM.ones(ns))
-            lbx = ca.vertcat(ca.repmat(ca.DM(self.u_low), n, 1), ca.DM.zeros(ns))
-            ubx = ca.vertcat(ca.repmat(ca.DM(self.u_high), n, 1), ca.DM.inf(ns))
-            sol = qp(h=h, g=grad, a=amat, lba=-ca.DM.inf(n_rows), uba=uba, lbx=lbx, ubx=ubx)
-            useq_k = sol["x"][: n * nu]
-            slack = ca.mmax(sol["x"][n * nu :]) if ns else ca.MX(0)
-        rows_cert = cert(useq_k, p)
-        x_pred = [p[:nx]]
-        thm = p[pv.shape[0] - pm.theta.size :] if pm.theta.size else ca.MX(0, 1)
+        hdiag[nup:, nup:] = 2 * cfg.slack_l2 * np.eye(nsl)
+        hdiag[:nup, :nup] += 2 * REGULARIZATION * np.eye(nup)
+        slack_map = np.zeros((n_rows, nsl))
+        for k in range(n - 1 if ns else 0):
+            slack_map[k * ns : (k + 1) * ns, :ns] = -np.eye(ns)
+        slack_map[n_rows - 2 * nx - nt :, ns] = -1.0
+        return hdiag, slack_map
+
+    def _build(self) -> None:
+        """One CasADi function (u_bar, p_0, p bounds, parameters, theta) -> (u, x_s's positions p,
+        [worst row, terminal, slack], predicted states): the condensed Gauss-Newton QP at u_bar, solved
+        with DAQP, then the certification rollout of its solution on the full model.
+
+        Built in MX so the residual MLP runs as dense matrix products (its SX expansion, one scalar
+        operation per weight, was most of the cost), the nominal step and its Jacobians as SX functions
+        per stage; the sensitivities are condensed by the recursion S_{k+1} = A_k S_k + [0 B_k 0]."""
+        cfg, pm = self.cfg, self.pm
+        nx, nu, ns, nh, n, npos = self.nx, self.nu, self.ns, self.nh, cfg.horizon, self.npos
+        nt, nth, has_res = len(self._pos_rows), pm.theta.size, pm.residual is not None
+        x, u = pm.x, pm.u
+        f_nom = self.model.rk4_function(self.dt, self.substeps)(x, u, ca.DM.zeros(WRENCH_SIZE))
+        nom = ca.Function("mpsc_nom", [x, u], [f_nom, ca.jacobian(f_nom, x), ca.jacobian(f_nom, u)], {"cse": True})
+        nom_f = ca.Function("mpsc_nom_f", [x, u], [f_nom], {"cse": True})
+        soft = ca.vertcat(*[constraint_expr(c, x, u) for c in self.soft]) if ns else ca.SX(0, 1)
+        hard = ca.vertcat(*[constraint_expr(c, x, u) for c in self.hard]) if nh else ca.SX(0, 1)
+        soft_lin = ca.Function("mpsc_soft", [x, u], [soft, ca.jacobian(soft, x), ca.jacobian(soft, u)])
+        hard_lin = ca.Function("mpsc_hard", [x, u], [hard, ca.jacobian(hard, u)])
+        th = ca.MX.sym("th", nth)
+        if pm.residual is not None:
+            xm, um = ca.MX.sym("x", nx), ca.MX.sym("u", nu)
+            # The residual's own expression, in MX (its casadi calls take MX as well as SX).
+            gm: Any = pm.residual.symbolic(cast(Any, xm), cast(Any, um), cast(Any, th))
+            res = ca.Function("mpsc_g", [xm, um, th], [gm])
+            res_jac = ca.Function("mpsc_g_jac", [xm, um, th], [ca.jacobian(gm, xm), ca.jacobian(gm, um)])
+        # The terminal LQR law rolled out on the model: the warm start when there is no certified plan.
+        xm0, xs_m, us_m, k_m = (ca.MX.sym("x", nx), ca.MX.sym("xs", nx), ca.MX.sym("us", nu),
+                                ca.MX.sym("K", nu, nx))
+        xk, plan = xm0, []
+        for _ in range(n):
+            uk = ca.fmin(ca.fmax(us_m - k_m @ (xk - xs_m), ca.DM(self.u_low)), ca.DM(self.u_high))
+            plan.append(uk)
+            xk = nom_f(xk, uk) + (res(xk, uk, th) if has_res else 0)
+        self._lqr_rollout = ca.Function("mpsc_lqr_rollout", [xm0, xs_m, us_m, k_m, th], [ca.horzcat(*plan)])
+        # Parameters: x0, u_p, x_s0 (positions 0), c, tightening (N ns), the terminal position rows'
+        # right-hand sides (b - t(N) - sqrt(c a'P^-1 a): nt), their relaxation (nt), P and L (column-major).
+        sizes = [nx, nu, nx, 1, ns * n, nt, nt, nx * nx, nx * nx]
+        p = ca.MX.sym("p", sum(sizes))
+        parts = ca.vertsplit(p, np.cumsum([0, *sizes]).tolist())
+        x0, up, xs0, c, tight, trhs, relax = parts[:7]
+        pmat, lmat = ca.reshape(parts[7], nx, nx), ca.reshape(parts[8], nx, nx)
+        ub, pz0 = ca.MX.sym("ubar", n * nu), ca.MX.sym("pz0", npos)
+        p_lo, p_hi = ca.MX.sym("p_lo", npos), ca.MX.sym("p_hi", npos)
+        ep = ca.DM(self._ep)
+        lin_a = ca.DM(self._lin_a[self._pos_rows]) if nt else ca.DM(0, nx)
+
+        def at_stage(k: int, block: Any, rows: int) -> Any:
+            """`block` (rows x nu) in the columns of u_k of a (rows x N nu) matrix."""
+            return ca.horzcat(ca.MX(rows, k * nu), block, ca.MX(rows, (n - k - 1) * nu))
+
+        # Linearization at u_bar on the full model (the residual's Jacobian through its MLP at every stage).
+        xk, sens = x0, ca.MX(nx, n * nu)
+        soft_v, soft_j, hard_v, hard_j = [], [], [], []
         for k in range(n):
-            x_pred.append(pm.step(x_pred[-1], useq_k[k * nu : (k + 1) * nu], thm))
-        n_cert = n_rows - 2 * nx + 1
-        worst = ca.mmax(rows_cert[: n_cert - 1]) if n_cert > 1 else ca.MX(-np.inf)
-        self._solve = ca.Function("mpsc", [ubar, p], [useq_k, ca.vertcat(worst, rows_cert[n_cert - 1], slack),
-                                                       ca.horzcat(*x_pred)])
+            uk = ub[k * nu : (k + 1) * nu]
+            if k > 0 and ns:
+                g, g_x, g_u = soft_lin(xk, uk)
+                soft_v.append(g + tight[k * ns : (k + 1) * ns])
+                soft_j.append(g_x @ sens + at_stage(k, g_u, ns))
+            if nh:
+                h, h_u = hard_lin(xk, uk)
+                hard_v.append(h)
+                hard_j.append(at_stage(k, h_u, nh))
+            f, a_k, b_k = nom(xk, uk)
+            if has_res:
+                gx, gu = res_jac(xk, uk, th)
+                f, a_k, b_k = f + res(xk, uk, th), a_k + gx, b_k + gu
+            sens = ca.horzcat(a_k @ sens[:, : k * nu], b_k, ca.MX(nx, (n - k - 1) * nu))
+            xk = f
+        en = xk - xs0 - ep @ pz0
+        # In the QP the terminal ellipsoid is replaced by the box |L (x_N - x_s)|_inf <= 0.99 sqrt(c / nx)
+        # inside it: linear in x_N, so its linearization is never vacuous (the ellipsoid's is at its
+        # centre); the certification checks the ellipsoid itself.
+        half = 0.99 * ca.sqrt(ca.fmax(c, 0) / nx)
+        box_v = ca.vertcat(lmat @ en - half, -lmat @ en - half)
+        box_j = ca.vertcat(ca.horzcat(lmat @ sens, -lmat @ ep), ca.horzcat(-lmat @ sens, lmat @ ep))
+        pos_v = lin_a @ (xs0 + ep @ pz0) - trhs - relax if nt else ca.MX(0, 1)
+        pos_j = ca.horzcat(ca.MX(nt, n * nu), lin_a @ ep) if nt else ca.MX(0, n * nu + npos)
+        rows0 = ca.vertcat(*soft_v, *hard_v, box_v, pos_v)
+        jac = ca.vertcat(*[ca.horzcat(j, ca.MX(j.shape[0], npos)) for j in soft_j + hard_j], box_j, pos_j)
+        n_soft, n_rows = (n - 1) * ns, rows0.shape[0]
+        # QP in z = [u (N nu); p (npos); s (ns); s_N]: one slack per constraint row, shared by the
+        # stages, and one for the terminal rows (so the QP always has a solution: a plan that misses
+        # the terminal set is not certified, but it is the best warm start for the next step).
+        nsl, nup = ns + 1, n * nu + npos
+        nz = nup + nsl
+        hdiag, slack_map = self._qp_matrices(n_rows, nt)
+        qp = ca.conic("mpsc_qp", "daqp", {"h": ca.DM(hdiag).sparsity(), "a": ca.Sparsity.dense(n_rows, nz)},
+                      {"error_on_fail": False})
+        zbar = ca.vertcat(ub, pz0)
+        backoff = np.r_[np.full(n_soft, cfg.backoff), np.zeros(n_rows - n_soft)]
+        target = ca.vertcat(up, ub[nu:], pz0)  # u_0 = u_p, the rest of the backup = the warm start
+        sol = qp(h=ca.DM(hdiag), g=ca.vertcat(-ca.DM(hdiag[:nup, :nup]) @ target, cfg.slack_l1 * ca.DM.ones(nsl)),
+                 a=ca.horzcat(jac, ca.DM(slack_map)), lba=-ca.DM.inf(n_rows), uba=-rows0 - ca.DM(backoff) + jac @ zbar,
+                 lbx=ca.vertcat(ca.repmat(ca.DM(self.u_low), n, 1), p_lo, ca.DM.zeros(nsl)),
+                 ubx=ca.vertcat(ca.repmat(ca.DM(self.u_high), n, 1), p_hi, ca.DM.inf(nsl)))
+        u_new, pz_new, slack = sol["x"][: n * nu], sol["x"][n * nu : nup], ca.mmax(sol["x"][nup:])
+        # Certification: the QP's inputs rolled out on the full model.
+        xk, x_pred, cert = x0, [x0], []
+        for k in range(n):
+            uk = u_new[k * nu : (k + 1) * nu]
+            if k > 0 and ns:
+                cert.append(soft_lin(xk, uk)[0] + tight[k * ns : (k + 1) * ns])
+            if nh:
+                cert.append(hard_lin(xk, uk)[0])
+            xk = nom_f(xk, uk) + (res(xk, uk, th) if has_res else 0)
+            x_pred.append(xk)
+        en = xk - xs0 - ep @ pz_new
+        term = en.T @ pmat @ en - c
+        if nt:
+            cert.append(lin_a @ (xs0 + ep @ pz_new) - trhs - relax)
+        rows_c = ca.vertcat(*cert) if cert else ca.MX(0, 1)
+        worst = ca.mmax(rows_c) if rows_c.shape[0] else ca.MX(-np.inf)
+        self._solve = ca.Function("mpsc", [ub, pz0, p_lo, p_hi, p, th],
+                                  [u_new, pz_new, ca.vertcat(worst, term, slack), ca.horzcat(*x_pred)])
 
     # --- runtime --------------------------------------------------------------------------------
     def reset(self) -> None:
         self.steps = self.interventions = self.infeasible_steps = 0
         self._plan: FloatArray | None = None  # (N, nu): warm start for the next call
         self._backup: FloatArray | None = None  # (N-1, nu): the certified inputs for the next steps
-        self._backup_xs = self.x_eq.copy()
+        self._backup_x: FloatArray = np.zeros((0, self.nx))
+        self._backup_xs = self.x_s0.copy()
         self._used = 0
+        self._certified_last = False
 
     def set_residual_weights(self, theta: ArrayLike) -> None:
+        old = self.pm.theta
         self.pm.set_residual_weights(theta)
+        self._th = ca.DM(self.pm.theta)
+        try:
+            self._update_model()
+        except ConfigError:
+            self.pm.theta, self._th = old, ca.DM(old)
+            raise
+        self._plan = None
 
     def _lqr_law(self, x: FloatArray, xs: FloatArray) -> FloatArray:
-        u: FloatArray = np.clip(self.u_eq - self.K @ (x - xs), self.u_low, self.u_high)
+        u: FloatArray = np.clip(self.u_s - self.K @ (x - xs), self.u_low, self.u_high)
         return u
 
-    def _guess(self, x: FloatArray, xs: FloatArray) -> FloatArray:
+    @staticmethod
+    def _is_certified(plan: FloatArray, pz: FloatArray, worst: float, term: float) -> bool:
+        return bool(np.all(np.isfinite(plan)) and np.all(np.isfinite(pz))) and worst <= 0.0 and term <= 0.0
+
+    def _attempt(self, guess: FloatArray, pz0: FloatArray, p_lo: FloatArray, p_hi: FloatArray, p: FloatArray
+                 ) -> tuple[FloatArray, FloatArray, FloatArray, float, float, float]:
+        """One solve from `guess`: (plan, x_s's positions, predicted states, worst row, terminal, slack)."""
+        n, nu = self.cfg.horizon, self.nu
+        try:
+            u_dm, pz_dm, info_dm, x_dm = self._solve(guess.reshape(-1), pz0, p_lo, p_hi, p, self._th)
+        except RuntimeError:
+            nan = float("nan")
+            return (np.full((n, nu), nan), np.full(self.npos, nan), np.full((n + 1, self.nx), nan), nan, nan, nan)
+        worst, term, slack = (float(v) for v in np.asarray(info_dm, dtype=np.float64).reshape(-1))
+        return (np.asarray(u_dm, dtype=np.float64).reshape(n, nu), np.asarray(pz_dm, dtype=np.float64).reshape(-1),
+                np.asarray(x_dm, dtype=np.float64).T, worst, term, slack)
+
+    def _guess(self, x: FloatArray, xs: FloatArray, warm: bool = True) -> FloatArray:
         """Warm start: the previous plan shifted, else the terminal LQR law rolled out."""
-        if self._plan is not None:
+        if warm and self._plan is not None:
             return np.vstack([self._plan[1:], self._plan[-1:]])
-        plan = np.zeros((self.cfg.horizon, self.nu))
-        xk = x.copy()
-        for k in range(self.cfg.horizon):
-            plan[k] = self._lqr_law(xk, xs)
-            xk = np.asarray(self._rollout(xk, plan[k], self.pm.theta), dtype=np.float64).reshape(-1)
-            if not np.all(np.isfinite(xk)):
-                xk = x.copy()
+        plan = np.asarray(self._lqr_rollout(x, xs, self.u_s, self.K, self._th), dtype=np.float64).T
+        if not np.all(np.isfinite(plan)):
+            plan = np.tile(self.u_s, (self.cfg.horizon, 1))
         return plan
+
+    def _params(self, x: FloatArray, up: FloatArray, xs: FloatArray, c: float, tight: FloatArray,
+                tight_n: FloatArray) -> FloatArray:
+        rows = self._pos_rows
+        trhs = np.zeros(0)
+        if rows:
+            ext = np.sqrt(max(c, 0.0) * self._apa[rows])
+            trhs = self._lin_b[rows] - tight_n[[self._lin_rows[i] for i in rows]] - ext
+        relax = np.full(len(rows), 0.0 if self.cfg.terminal_position == "free" else RELAX)
+        return np.concatenate([x, up, xs, [c], tight, trhs, relax, self.P.ravel(order="F"), self.L.ravel(order="F")])
 
     def filter(self, x: ArrayLike, u_proposed: ArrayLike, t: float) -> tuple[FloatArray, FilterReport]:
         start = time.perf_counter()
@@ -307,50 +503,57 @@ class MpscFilter:
         xv, up, problem = check_inputs(self.nx, self.nu, x, u_proposed)
         if xv is None:
             return self._fallback(None, up, f"{problem}: ", start)
-        up_used = self.u_eq.copy() if problem else up
-        n, nu = self.cfg.horizon, self.nu
+        up_used = self.u_s.copy() if problem else up
+        n = self.cfg.horizon
         xs = self.steady_state(t, xv)
-        tight = self.tightening(xv, up_used)
-        c = self.terminal_level(xs, self._tube_n @ self._one_step(xv, up_used))
-        p = np.concatenate([xv, up_used, xs, [c], tight, self.pm.theta])
-        guess = self._guess(xv, xs)
-        try:
-            u_dm, info_dm, x_dm = self._solve(guess.reshape(-1), p)
-            plan = np.asarray(u_dm, dtype=np.float64).reshape(n, nu)
-            x_plan = np.asarray(x_dm, dtype=np.float64).T
-            worst, term, slack = (float(v) for v in np.asarray(info_dm, dtype=np.float64).reshape(-1))
-        except RuntimeError:
-            plan, worst, term, slack = np.full((n, nu), np.nan), float("nan"), float("nan"), float("nan")
-            x_plan = np.full((n + 1, self.nx), np.nan)
-        finite = bool(np.all(np.isfinite(plan)))
-        certified = finite and worst <= 0.0 and term <= 0.0
-        if not certified:
+        d = self.one_step_margin(xv, up_used)
+        tight = self._tube_k @ d
+        tight_n = self._tube_n @ d
+        c = self.terminal_level(xs, tight_n)
+        p = self._params(xv, up_used, xs - self._ep @ xs[self.pos] if self.pos else xs, c, tight, tight_n)
+        pz0 = xs[self.pos]
+        free = self.cfg.terminal_position == "free"
+        p_lo = np.full(self.npos, -np.inf) if free else pz0
+        p_hi = np.full(self.npos, np.inf) if free else pz0
+        warm = self._plan is not None and self._certified_last
+        guess = self._guess(xv, xs, warm)
+        for _ in range(self.cfg.iterations):
+            plan, pz, x_plan, worst, term, slack = self._attempt(guess, pz0, p_lo, p_hi, p)
+            if self._is_certified(plan, pz, worst, term):
+                break
+            # Not certified: one more Gauss-Newton step from this plan (from the terminal LQR law
+            # rolled out if the QP failed).
+            guess = np.clip(plan, self.u_low, self.u_high) if np.all(np.isfinite(plan)) else self._guess(xv, xs, False)
+        if not self._is_certified(plan, pz, worst, term):
+            finite = bool(np.all(np.isfinite(plan)) and np.all(np.isfinite(pz)))
             why = "QP failed" if not finite else f"backup not certified (constraint {worst:.3g}, terminal {term:.3g})"
             return self._fallback(xv, up, f"{problem + '; ' if problem else ''}{why}: ", start, slack)
+        self._certified_last = True
         plan = np.clip(plan, self.u_low, self.u_high)
         if not problem and np.all(np.abs(plan[0] - up) <= SNAP * self._half):
             plan[0] = up  # the QP's rounding, not an intervention (certified with backoff to spare)
         u = plan[0].copy()
         self._backup = plan[1:].copy()
         self._backup_x = x_plan[1:n].copy()
-        self._backup_xs = xs
+        self._backup_xs = xs.copy()
+        if self.pos:
+            self._backup_xs[self.pos] = pz
         self._used = 0
         self._plan = plan
-        active = self._active(xv, u)
+        active = self._active(xv, u, tight)
         rep = make_report(self.name, up, u, active, max(slack, 0.0), bool(problem),
                           f"{problem}: equilibrium input certified" if problem else "", time.perf_counter() - start)
         self.interventions += rep.intervened
         self.infeasible_steps += rep.infeasible
         return u, rep
 
-    def _active(self, x: FloatArray, u: FloatArray) -> list[str]:
+    def _active(self, x: FloatArray, u: FloatArray, tight: FloatArray) -> list[str]:
         """Rows the first predicted state x_1 is within 1e-6 of (after tightening)."""
         if not self.ns:
             return []
-        x1 = np.asarray(self._rollout(x, u, self.pm.theta), dtype=np.float64).reshape(-1)
+        x1 = np.asarray(self._rollout(x, u, self._th), dtype=np.float64).reshape(-1)
         g = np.concatenate([c.values(x1, u) for c in self.soft])
-        tight = self.tightening(x, u)[self.ns : 2 * self.ns]
-        return [self.row_names[i] for i in np.flatnonzero(g + tight + self.cfg.backoff >= -1e-6)]
+        return [self.row_names[i] for i in np.flatnonzero(g + tight[self.ns : 2 * self.ns] + self.cfg.backoff >= -1e-6)]
 
     def _fallback(self, x: FloatArray | None, up: FloatArray, why: str, start: float,
                   slack: float = 0.0) -> tuple[FloatArray, FilterReport]:
@@ -363,12 +566,14 @@ class MpscFilter:
             self._plan = np.vstack([self._backup[j:], np.repeat(self._backup[-1:], j + 1, axis=0)])
             what = f"{why}certified backup input {self._used} of {self._backup.shape[0]}"
         elif x is not None:
-            u = self._lqr_law(x, self._backup_xs)
+            # About the last certified plan's steady state; before any, the one at the current position.
+            u = self._lqr_law(x, self._backup_xs if self._backup is not None else self._at_position(x))
             self._plan = None
             what = f"{why}terminal LQR law"
         else:
-            u = np.clip(self.u_eq, self.u_low, self.u_high)
+            u = np.clip(self.u_s, self.u_low, self.u_high)
             what = f"{why}equilibrium input"
+        self._certified_last = False
         rep = make_report(self.name, up, u, [], slack if np.isfinite(slack) else float("inf"), True, what,
                           time.perf_counter() - start)
         self.interventions += rep.intervened
