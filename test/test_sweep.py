@@ -202,8 +202,13 @@ def test_aggregate_gives_the_spread_worst_seed_failures_and_paired_differences()
     d = agg["paired"]["b-a"]
     assert d["seeds"] == [0, 1, 2]
     assert d["metrics"]["tracking_rmse"]["mean"] == pytest.approx((-0.5 - 1.0 + 0.5) / 3)
+    rel = d["metrics"]["tracking_rmse"]["relative"]  # b / a - 1 per seed: -0.5, -1/3, +0.25
+    assert rel["mean"] == pytest.approx((-0.5 - 1 / 3 + 0.25) / 3)
+    assert (rel["min"], rel["max"]) == (pytest.approx(-0.5), pytest.approx(0.25))
+    assert rel["boot95_low"] <= rel["mean"] <= rel["boot95_high"]
     text = markdown(agg, ["a", "b"])
     assert "| a | 3 (1 failed) |" in text
+    assert "| b-a | - | -19.4% [-50.0, +25.0] (-50..+25) | - | - | - |" in text  # RMSE all only: return < 0
     # a metric only one variant has (adapter updates) is summarized for it, not paired
     for r in records:
         if r["variant"] == "b":

@@ -55,7 +55,8 @@ def summary(values: Sequence[float], seeds: Sequence[int], metric: str) -> dict[
 
 
 def aggregate(records: Sequence[dict[str, Any]], variants: Sequence[str]) -> dict[str, Any]:
-    """`summaries` per variant and `paired` differences against the first variant."""
+    """`summaries` per variant and `paired` differences against the first variant (and, where the
+    first variant's values are positive, the relative change variant / first - 1 per seed)."""
     summaries: dict[str, Any] = {}
     metrics_of: dict[str, list[str]] = {}
     by_variant: dict[str, dict[int, dict[str, Any]]] = {}
@@ -87,6 +88,12 @@ def aggregate(records: Sequence[dict[str, Any]], variants: Sequence[str]) -> dic
                 low, high = stats.bootstrap_ci(diff, BOOTSTRAP_SEED)
                 entry["metrics"][m] = {"n": len(diff), "mean": float(np.mean(diff)), "boot95_low": low,
                                        "boot95_high": high}
+                base_values = [float(by_variant[base][s][m]) for s in common]
+                if all(v > 0 for v in base_values):  # the change relative to the base, seed by seed
+                    rel = [d / v for d, v in zip(diff, base_values, strict=True)]
+                    rlow, rhigh = stats.bootstrap_ci(rel, BOOTSTRAP_SEED)
+                    entry["metrics"][m]["relative"] = {"mean": float(np.mean(rel)), "boot95_low": rlow,
+                                                       "boot95_high": rhigh, "min": min(rel), "max": max(rel)}
             paired[f"{name}-{base}"] = entry
     return {"summaries": summaries, "paired": paired}
 
@@ -138,6 +145,14 @@ def markdown(agg: dict[str, Any], variants: Sequence[str], columns: Sequence[Col
                 cells.append("-" if d is None else
                              f"{d['mean']:+{f}} [{d['boot95_low']:+{f}}, {d['boot95_high']:+{f}}]")
             lines.append(f"| {name} | {len(p['seeds'])} | " + " | ".join(cells) + " |")
+        lines += ["", "Relative change over the same seeds (variant / first - 1, per seed), mean [bootstrap 95% CI] "
+                  "(range over seeds):", "", "| change | " + " | ".join(c.label for c in columns) + " |",
+                  "|---|" + "---|" * len(columns)]
+        for name, p in agg["paired"].items():
+            rels = [p["metrics"].get(c.metric, {}).get("relative") for c in columns]
+            lines.append(f"| {name} | " + " | ".join(
+                "-" if r is None else f"{100 * r['mean']:+.1f}% [{100 * r['boot95_low']:+.1f}, "
+                f"{100 * r['boot95_high']:+.1f}] ({100 * r['min']:+.0f}..{100 * r['max']:+.0f})" for r in rels) + " |")
     failures = [(v, f) for v in variants for f in summaries[v]["failures"]]
     if failures:
         lines += ["", "Failed runs:", *[f"- {v} seed {f['seed']}: {f['reason'].splitlines()[0] if f['reason'] else ''}"
