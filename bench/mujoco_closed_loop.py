@@ -16,8 +16,8 @@ of a seed flies the same wind, so the comparisons are paired per seed. `cut` = 1
 nominal's RMSE of the same seed, `added_violations` = violation steps - nominal's (constraints of
 config/constraints/quadrotor_2d_flight.yaml), summarized over seeds (stats.summarize: mean, 95% CI,
 worst seed). The hand-over points between loop and adapter are fixed, so a seed's figures repeat.
-(bench/mujoco_closed_loop_graph.py runs launch/quadrotor_2d_mujoco.launch.xml through the ROS graph
-instead.)
+(The sweep spec config/sweeps/quadrotor_2d_mujoco.yaml runs launch/quadrotor_2d_mujoco.launch.xml
+through the ROS graph instead: `safe-ctrl-sweep config/sweeps/quadrotor_2d_mujoco.yaml`.)
 """
 
 from __future__ import annotations

@@ -269,6 +269,9 @@ def test_core_sweep_resumes_and_records_a_failed_run(tmp_path: Path, capsys: pyt
     assert main([str(spec_file), "--mode", "core", "--serial", "--out", str(out)]) == 0
     data = json.loads((out / "sweep.json").read_text())
     assert data["provenance"]["commit"]
+    code = data["provenance"]["commit"] + ("+dirty" if data["provenance"]["dirty"] else "")
+    assert data["run_code"] == [code]  # every run says which code it ran
+    assert {r["code"]["commit"] for r in data["records"]} == {data["provenance"]["commit"]}
     assert [r["run"] for r in data["records"]] == [f"{v}/seed_{s:04d}" for s in (0, 1, 2) for v in ("a", "b")]
     first = {r["run"]: r for r in data["records"]}
     # resume: one result removed, one run re-runs; the others are taken as they were

@@ -66,16 +66,22 @@ def command(argv: list[str] | None = None) -> str:
     return "tools/run.sh " + shlex.join(args)
 
 
+def code_version() -> dict[str, Any]:
+    """The code this process runs: the checkout's commit and whether tracked files differ from it."""
+    return {"commit": _git("rev-parse", "HEAD") or "unknown",
+            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no"))}
+
+
 def provenance(argv: list[str] | None = None) -> dict[str, Any]:
     """The provenance block of a result file written now by this process."""
-    commit = _git("rev-parse", "HEAD")
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    code = code_version()
+    commit, dirty = code["commit"], code["dirty"]
     try:
         load = [round(v, 2) for v in os.getloadavg()]
     except OSError:
         load = []
     return {
-        "commit": commit or "unknown",
+        "commit": commit,
         "dirty": dirty,
         "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         "command": command(argv),

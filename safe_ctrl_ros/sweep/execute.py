@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.evaluation.provenance import code_version
 from safe_ctrl_ros.json_out import dumps
 from safe_ctrl_ros.sweep.plan import RunPlan
 
@@ -35,7 +36,8 @@ def execute_one(run_json: dict[str, Any], folder: str, mode: str, timeout: float
     run = RunPlan.from_json(run_json)
     where = Path(folder)
     record: dict[str, Any] = {"run": run.run_id, "variant": run.variant, "seed": run.seed, "mode": mode,
-                              "digest": run.digest(), "host": socket.gethostname(), "pid": os.getpid()}
+                              "digest": run.digest(), "host": socket.gethostname(), "pid": os.getpid(),
+                              "code": code_version()}  # a resumed sweep can mix runs of several commits
     try:
         import ray
 

@@ -228,11 +228,13 @@ def plots(folder: Path, records: Sequence[dict[str, Any]], variants: Sequence[st
 
 def write_results(folder: Path, records: list[dict[str, Any]], variants: Sequence[str],
                   columns: Sequence[Column], title: str, **top: Any) -> dict[str, Any]:
-    """sweep.json, table.md and the plots of a finished sweep; the aggregate."""
+    """sweep.json, table.md and the plots of a finished sweep; the aggregate. `run_code` lists the
+    commits the runs ran at (`provenance` is the aggregation's: a resumed sweep may differ)."""
     agg = aggregate(records, variants)
     text = markdown(agg, variants, columns, title)
     (folder / "table.md").write_text(text)
-    data = {"provenance": provenance(), **top, "variants": list(variants),
+    codes = sorted({f"{c['commit']}{'+dirty' if c['dirty'] else ''}" for r in records if (c := r.get("code"))})
+    data = {"provenance": provenance(), "run_code": codes or ["not recorded"], **top, "variants": list(variants),
             "columns": [{"metric": c.metric, "label": c.label, "format": c.format} for c in columns],
             **agg, "records": records}
     (folder / "sweep.json").write_text(dumps(data))
