@@ -3,7 +3,8 @@
 Problem at time t from state x0, with the task's reference (x_ref_k, u_ref_k) at t + k dt:
 
     min   sum_{k<N} |x_k - x_ref_k|_Q^2 + |u_k - u_ref_k|_R^2 + rho1 1's_k + rho2 |s_k|^2 + |x_N - x_ref_N|_P^2
-    s.t.  x_0 = x0,  x_{k+1} = F(x_k, u_k) + g_theta(x_k, u_k)      (RK4 + learned residual)
+    s.t.  x_0 = x0,  x_{k+1} = F(x_k, u_k) + g_theta(x_k, u_k) + E d  (RK4 + learned residual
+                                                                    + disturbance estimate)
           u_low <= u_k <= u_high                                   (hard)
           c_state(x_k, u_k) <= s_k,  s_k >= 0,  k = 0..N-1        (soft, exact L1 + L2 penalty)
           c_input(u_k) <= 0                                        (hard)
@@ -14,6 +15,19 @@ fatrop exploit. The slack is part of each stage's input so every stage has the s
 terminal state carries no slack (HPIPM admits no terminal input), so state constraints act on x_0
 to x_{N-1}. The residual's weights theta and the reference are parameters: new weights need no
 rebuild. The cost is quadratic, so the SQP solvers use its constant Hessian (Gauss-Newton).
+
+Offset-free prediction (`disturbance_gain` > 0): d is a per-step offset on the states
+`disturbance_states` (E selects them; default the model's velocity states), held constant over the
+horizon and a parameter of the NLP. Each solve from x_k first updates it from the last step's
+prediction error (the step before must be exactly one dt earlier and its solve successful; else
+the update is skipped and d kept):
+
+    d <- d + gain * E'(x_k - F(x_{k-1}, u_{k-1}) - g_theta(x_{k-1}, u_{k-1}) - E d)
+
+with u_{k-1} the command that solve returned (`note_applied` replaces it when another one went
+out) and theta the weights in use now. A constant offset c on those states is then estimated
+without bias (d -> c, error shrinking by (1 - gain) per step). With gain 0 (the default) there is
+no d: the NLP and every result are those of the controller without the option.
 Solvers (docs/CONTROLLERS.md has the measured timings):
 - rti_hpipm (default): Gauss-Newton real-time iteration as one CasADi function: linearize at the
   shifted previous solution, solve the stage-structured QP with HPIPM, take the full step
@@ -78,6 +92,10 @@ class NmpcConfig:
     # never shows up as a violation in the monitor, which counts g > 0.
     constraint_backoff: float = 1e-4
     solver_options: dict[str, Any] = field(default_factory=dict)
+    # Offset-free prediction (module docstring): filter gain of the disturbance estimate in [0, 1],
+    # 0 = off (no estimate in the NLP); the states it acts on, None = the model's velocity states.
+    disturbance_gain: float = 0.0
+    disturbance_states: tuple[int, ...] | None = None
 
     def validate(self) -> None:
         if self.horizon < 1:
@@ -97,6 +115,14 @@ class NmpcConfig:
             raise ConfigError("nmpc slack penalties must be >= 0")
         if not (np.isfinite(self.constraint_backoff) and self.constraint_backoff >= 0):
             raise ConfigError("nmpc constraint_backoff must be >= 0")
+        gain = self.disturbance_gain
+        if isinstance(gain, bool) or not isinstance(gain, (int, float, np.floating, np.integer)) \
+                or not (np.isfinite(gain) and 0.0 <= gain <= 1.0):
+            raise ConfigError(f"nmpc disturbance_gain must be a number in [0, 1] (0 = off), got {gain!r}")
+        states = self.disturbance_states
+        if states is not None and (len(states) == 0 or len(set(states)) != len(states)):
+            raise ConfigError(f"nmpc disturbance_states must be distinct state indices (None = the velocity "
+                              f"states), got {states!r}")
 
 
 @dataclass
@@ -113,6 +139,10 @@ class NmpcResult:
     # rti_hpipm with sqp_tol > 0: the largest entry of the last full step taken (converged if
     # <= sqp_tol); NaN otherwise.
     step_norm: float = float("nan")
+    # The disturbance estimate this solve predicted with (per state, zeros off the estimated states
+    # and with disturbance_gain 0): x_{k+1} was predicted as F + g_theta + this, so a residual's
+    # training target for the transition (x_k, u_k, x_{k+1}) without it is x_{k+1} - F(x_k, u_k) - this.
+    disturbance: FloatArray = field(default_factory=lambda: np.zeros(0))
 
 
 class _Iterate(NamedTuple):
@@ -155,6 +185,9 @@ class Nmpc:
                 f"residual is for nx={residual.nx}, nu={residual.nu}; {model.name} has {model.nx}, {model.nu}"
             )
         self.theta: FloatArray = np.zeros(residual.num_params if residual else 0)
+        # theta as CasADi DM for the estimate's one-step prediction: converting the weights from
+        # numpy at every call was most of the update's time.
+        self._theta_dm = ca.DM(self.theta)
         cons = constraints or ConstraintSet([])
         self.soft = [c for c in cons.constraints if c.variable != "input"]
         self.hard = [c for c in cons.constraints if c.variable == "input"]
@@ -164,9 +197,27 @@ class Nmpc:
         self.Q = _weight_matrix(cfg.Q, nx, "nmpc Q")
         self.R = _weight_matrix(cfg.R, nu, "nmpc R")
         self.P = self._riccati_terminal() if cfg.P is None else _weight_matrix(cfg.P, nx, "nmpc P")
+        self.disturbance_states = self._disturbance_states()
+        self._d: FloatArray = np.zeros(len(self.disturbance_states))
+        self._last: tuple[float, FloatArray, FloatArray] | None = None  # (t, x, u) of the last solve
         self._build()
         self.u_low, self.u_high = model.input_bounds
         self.reset()
+
+    def _disturbance_states(self) -> tuple[int, ...]:
+        """The states the disturbance estimate acts on (none when it is off)."""
+        if self.cfg.disturbance_gain == 0:
+            return ()
+        states = self.cfg.disturbance_states
+        if states is None:
+            states = tuple(self.model.velocity_indices)
+            if not states:
+                raise ConfigError(f"{self.model.name} names no velocity states: give nmpc disturbance_states")
+        bad = [i for i in states if not 0 <= i < self.model.nx]
+        if bad:
+            raise ConfigError(f"nmpc disturbance_states {bad} are not states of {self.model.name} "
+                              f"(0..{self.model.nx - 1})")
+        return tuple(int(i) for i in states)
 
     def _riccati_terminal(self) -> FloatArray:
         """The infinite-horizon LQR cost-to-go at the goal: a short horizon then still looks far."""
@@ -200,6 +251,11 @@ class Nmpc:
         p_x0 = ca.SX.sym("x0", nx)
         p_xr = ca.SX.sym("xr", nx, n + 1)
         p_ur = ca.SX.sym("ur", nu, n)
+        nd = len(self.disturbance_states)
+        p_d = ca.SX.sym("d", nd)
+        offset = ca.SX.zeros(nx)
+        for j, i in enumerate(self.disturbance_states):
+            offset[i] = p_d[j]
         X = [ca.SX.sym(f"x{k}", nx) for k in range(n + 1)]
         V = [ca.SX.sym(f"v{k}", nu + ns) for k in range(n)]
         w, g, lbg, ubg, lbw, ubw = [], [], [], [], [], []
@@ -222,7 +278,8 @@ class Nmpc:
             if ns:
                 cost += cfg.slack_l1 * ca.sum1(s) + cfg.slack_l2 * ca.sumsqr(s)
             # gap_k, then path_k (x_0 = x0 at stage 0; soft rows; hard input rows)
-            g.append(X[k + 1] - self.step_fn(X[k], u, theta))
+            x_next = self.step_fn(X[k], u, theta)
+            g.append(X[k + 1] - (x_next + offset if nd else x_next))
             lbg += [0.0] * nx
             ubg += [0.0] * nx
             kinds += ["gap"] * nx
@@ -244,7 +301,7 @@ class Nmpc:
                 kinds += ["hard"] * nh
             g += path
         self.w, self.g = ca.vertcat(*w), ca.vertcat(*g)
-        self.p = ca.vertcat(p_x0, ca.vec(p_xr), ca.vec(p_ur), theta)
+        self.p = ca.vertcat(p_x0, ca.vec(p_xr), ca.vec(p_ur), theta, *([p_d] if nd else []))
         self.lbw, self.ubw = np.array(lbw), np.array(ubw)
         self.lbg, self.ubg = np.array(lbg), np.array(ubg)
         self.stage = nx + nu + ns
@@ -376,16 +433,50 @@ class Nmpc:
 
     # --- runtime ------------------------------------------------------------------------------
     def reset(self) -> None:
-        """Forget the warm start (e.g. after a fallback or an episode reset)."""
+        """Forget the warm start (e.g. after a fallback or an episode reset) and the last step's
+        state and command, so the next solve does not update the disturbance estimate (the estimate
+        itself is kept: `reset_disturbance` clears it)."""
         self._w0: FloatArray | None = None
         self._lam_g = ca.DM.zeros(self.g.shape[0])
         self._lam_x = ca.DM.zeros(self.w.shape[0])
+        self._last = None
+
+    def reset_disturbance(self) -> None:
+        """Disturbance estimate back to zero, last step forgotten (a new episode)."""
+        self._d = np.zeros(len(self.disturbance_states))
+        self._last = None
+
+    @property
+    def disturbance(self) -> FloatArray:
+        """The current disturbance estimate per state (zeros off the estimated states)."""
+        out = np.zeros(self.model.nx)
+        out[list(self.disturbance_states)] = self._d
+        return out
+
+    def note_applied(self, u: ArrayLike) -> None:
+        """The command that actually went out after the last solve, when it was not that solve's
+        (a fallback, a safety filter): the next estimate update predicts with it."""
+        if self._last is not None:
+            self._last = (self._last[0], self._last[1], as_vector(u, self.model.nu, "applied command"))
+
+    def _update_disturbance(self, x: FloatArray, t: float) -> None:
+        """One filter step from the last step's prediction error (module docstring); skipped when
+        the last solve is not exactly one step back (half a dt of tolerance) or the error is not finite."""
+        last, self._last = self._last, None
+        if last is None or abs(t - last[0] - self.cfg.dt) > 0.5 * self.cfg.dt:
+            return
+        idx = list(self.disturbance_states)
+        pred = np.asarray(self.step_fn(last[1], last[2], self._theta_dm), dtype=np.float64).reshape(-1)
+        error = x[idx] - pred[idx] - self._d
+        if np.all(np.isfinite(error)):
+            self._d = self._d + self.cfg.disturbance_gain * error
 
     def set_residual_weights(self, theta: ArrayLike) -> None:
         """Swap in new residual weights (validated; takes effect at the next solve)."""
         if self.residual is None:
             raise ConfigError("this NMPC has no residual model")
         self.theta = as_vector(theta, self.residual.num_params, "residual weights")
+        self._theta_dm = ca.DM(self.theta)
 
     def _initial_guess(self, x0: FloatArray, u_ref: FloatArray) -> FloatArray:
         n, nx, nu = self.cfg.horizon, self.model.nx, self.model.nu
@@ -469,26 +560,36 @@ class Nmpc:
         x0v = np.asarray(x0, dtype=np.float64).reshape(-1)
         times = t + self.cfg.dt * np.arange(n + 1)
         x_ref, u_ref = self.task.reference(times)
-        p = np.concatenate([x0v, x_ref.reshape(-1), u_ref[:n].reshape(-1), self.theta])
+        estimating = bool(self.disturbance_states)
+        update_s = 0.0
+        if estimating:  # the estimate's update is part of the controller's time
+            start = time.perf_counter()
+            self._update_disturbance(x0v, t)
+            update_s = time.perf_counter() - start
+        parts = [x0v, x_ref.reshape(-1), u_ref[:n].reshape(-1), self.theta, *([self._d] if estimating else [])]
+        p = np.concatenate(parts)
         w0 = self._initial_guess(x0v, u_ref)
         start = time.perf_counter()
         call = self._call_rti if self.cfg.solver == "rti_hpipm" else self._call_nlpsol
         w, lam_x, lam_g, cost, status, ok, iterations, step_norm = call(w0, p)
         finite = bool(np.all(np.isfinite(w)))
-        elapsed = time.perf_counter() - start  # the check is part of the controller's time
+        elapsed = time.perf_counter() - start + update_s  # the check is part of the controller's time
         stages = w[: n * self.stage].reshape(n, self.stage)
         x_pred = np.vstack([stages[:, :nx], w[n * self.stage :][None, :]])
         u_pred = stages[:, nx : nx + nu]
         slack = stages[:, nx + nu :]
+        u = np.clip(u_pred[0], self.u_low, self.u_high) if finite else u_pred[0]
         if ok and finite:
             self._shift(w, lam_g)
             self._lam_x = lam_x
             if self.cfg.shift_duals:
                 self._lam_x, self._lam_g = self._shift_duals(lam_x, lam_g)
+            if estimating:
+                self._last = (float(t), x0v.copy(), u.copy())
         else:
             self.reset()
         return NmpcResult(
-            u=np.clip(u_pred[0], self.u_low, self.u_high) if finite else u_pred[0],
+            u=u,
             x_pred=x_pred,
             u_pred=u_pred,
             success=ok and finite,
@@ -498,4 +599,5 @@ class Nmpc:
             cost=cost,
             max_slack=float(slack.max()) if slack.size else 0.0,
             step_norm=step_norm,
+            disturbance=self.disturbance,
         )

@@ -29,7 +29,8 @@ WEIGHT = "diagonal (nx values), one value for all, or a full nx*nx matrix (row-m
 
 def _defaults(values: Mapping[str, Any]) -> dict[str, Any]:
     model = model_of(values)
-    return {**task_defaults(model), "fallback.command": model.equilibrium()[1].tolist()}
+    return {**task_defaults(model), "fallback.command": model.equilibrium()[1].tolist(),
+            "disturbance_estimate.states": [model.state_names[i] for i in model.velocity_indices]}
 
 
 CONTROLLER = NodeSpec("controller", (
@@ -56,6 +57,12 @@ CONTROLLER = NodeSpec("controller", (
     ParamSpec("nmpc.slack_l2", T.DOUBLE, 1000.0, "L2 penalty on constraint slack", low=0.0),
     ParamSpec("nmpc.deadline", T.DOUBLE, 0.0, "fall back when a solve takes longer, s; 0 = off", low=0.0,
               read_only=False),
+    ParamSpec("disturbance_estimate.gain", T.DOUBLE, 0.0,
+              "NMPC offset-free prediction: filter gain of the disturbance estimate (a per-step offset on "
+              "disturbance_estimate.states, updated every step from the prediction error); 0 = off",
+              low=0.0, high=1.0),
+    ParamSpec("disturbance_estimate.states", T.STRING_ARRAY, None,
+              "names of the states the disturbance estimate acts on", derived="the model's velocity states"),
     ParamSpec("residual.enabled", T.BOOL, False, "NMPC: predict with the learned residual model"),
     ParamSpec("residual.model_file", T.STRING, "",
               "start weights (.npz); when set, they fix the hidden sizes, activation and gains"),
@@ -122,14 +129,28 @@ def residual_of(model: SymbolicModel, v: Mapping[str, Any]) -> tuple[ResidualSpe
     return spec, None
 
 
+def disturbance_states(model: SymbolicModel, names: list[str]) -> tuple[int, ...]:
+    """State indices from the names of `disturbance_estimate.states` (each a state of the model, once)."""
+    unknown = [n for n in names if n not in model.state_names]
+    if unknown:
+        raise ConfigError(f"parameter 'disturbance_estimate.states': {unknown} are not states of {model.name} "
+                          f"({', '.join(model.state_names)})")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"parameter 'disturbance_estimate.states': a state named twice in {names}")
+    return tuple(model.state_names.index(n) for n in names)
+
+
 def nmpc_config(model: SymbolicModel, v: Mapping[str, Any]) -> NmpcConfig:
     if v["nmpc.terminal_cost"] == "lqr" and v["nmpc.P"] != CONTROLLER["nmpc.P"].default:
         raise ConfigError("parameter 'nmpc.P': used only with nmpc.terminal_cost 'weight' (it is 'lqr')")
+    gain = v["disturbance_estimate.gain"]
     return NmpcConfig(
         horizon=v["nmpc.horizon"], dt=v["dt"], Q=_weight(v["nmpc.Q"], model.nx), R=_weight(v["nmpc.R"], model.nu),
         P=_weight(v["nmpc.P"], model.nx) if v["nmpc.terminal_cost"] == "weight" else None,
         solver=v["nmpc.solver"], sqp_iterations=v["nmpc.sqp_iterations"], rk4_substeps=v["nmpc.rk4_substeps"],
         slack_l1=v["nmpc.slack_l1"], slack_l2=v["nmpc.slack_l2"],
+        disturbance_gain=gain,
+        disturbance_states=disturbance_states(model, v["disturbance_estimate.states"]) if gain > 0 else None,
     )
 
 
