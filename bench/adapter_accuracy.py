@@ -3,6 +3,15 @@
     tools/run.sh python bench/adapter_accuracy.py [--seeds 10] [--first-seed 0] [--passes 100000] [--quick]
         [--out bench/results/adapter_accuracy.json]
     tools/run.sh python bench/adapter_accuracy.py --merge PART.json [PART.json ...] [--out ...]
+    tools/run.sh python bench/adapter_accuracy.py --ablation [--passes N] [--seeds 10]
+        [--reference bench/results/adapter_accuracy.json] [--out bench/results/adapter_ablation.json]
+
+--ablation runs QZO-FF's options (ABLATION_VARIANTS: issue #18's enhancements, each changing one
+option of the default) on the same seeds' data, and takes the references (quantization-aware and
+float backprop, the fp32 forward gradient) per seed from --reference, after checking that each
+seed's data are the same (the zero and pretrained validation losses to 1e-12 relative): the
+references are not re-run. Every variant is paired per seed against the default (`paired.<variant>
+_over_qzo_ff`) and against quantization-aware backprop (`paired.<variant>_over_bp_qat`).
 
 --merge writes one result file from files run with the same settings on other seeds (e.g. seed
 ranges in parallel processes, --first-seed/--seeds): the summaries are recomputed over all seeds,
@@ -79,7 +88,26 @@ QZO_VARIANTS: dict[str, dict[str, object]] = {
     "qzo_ff_sparse50": {"sparsity": 0.5},
     "qzo_ff_eps16": {"eps": 16},  # the former default perturbation
 }
+# Issue #18's enhancements (trainers.py's module docstring), each one option of the default; the
+# step size where the option changes its units or its noise: the best of lr x 1/3, 1, 3 on one seed
+# (100, not one of the ablation's) at 20 000 passes (`lr_screen` of the result file).
+ABLATION_VARIANTS: dict[str, dict[str, object]] = {
+    "qzo_ff": {},
+    "qzo_ff_m4": {"perturbations": 4, "lr": 3 * LR},
+    "qzo_ff_momentum": {"momentum": 0.9, "lr": LR / 10},
+    "qzo_ff_guided": {"guidance": 0.5, "lr": LR},
+    "qzo_ff_gaussian": {"distribution": "gaussian"},
+    "qzo_ff_kernel": {"normalize": "kernel"},
+    "qzo_ff_tensor_adam": {"normalize": "tensor", "lr": 1e-3},
+    "qzo_ff_sparse50": {"sparsity": 0.5},
+    "qzo_ff_sparse50_large": {"sparsity": 0.5, "sparse_by": "large"},
+    "qzo_ff_sparse50_small": {"sparsity": 0.5, "sparse_by": "small"},
+}
 FLOAT_EPS = 1e-3
+# A run stops when its validation loss passes this many times its start (or is not finite): it
+# has diverged, and an overflowing integer model only costs time. The rest of its curve repeats the
+# loss it stopped at, and the record says where (`stopped_at`).
+DIVERGED = 100.0
 
 
 def component_seeds(seed: int) -> dict[str, int]:
@@ -88,7 +116,10 @@ def component_seeds(seed: int) -> dict[str, int]:
     return {"data": data, "split": split, "batches": batches, "perturbations": perturbations}
 
 
-def jobs_for(variants: list[str], bp_lrs: list[float], qat_lr: float) -> list[tuple[str, dict[str, Any]]]:
+def jobs_for(variants: list[str], bp_lrs: list[float], qat_lr: float,
+             table: dict[str, dict[str, object]] | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The runs of `variants`; a QZO-FF variant's options from `table` (default QZO_VARIANTS)."""
+    table = QZO_VARIANTS if table is None else table
     jobs: list[tuple[str, dict[str, Any]]] = []
     for name in variants:
         if name == "bp":
@@ -97,10 +128,11 @@ def jobs_for(variants: list[str], bp_lrs: list[float], qat_lr: float) -> list[tu
             jobs.append((name, {"lr": qat_lr, "optimizer": "adam", "activations": "int8 (straight-through)"}))
         elif name == "fg_fp32":
             jobs.append((name, {"eps": FLOAT_EPS, "lr": LR}))
-        elif name in QZO_VARIANTS:
-            jobs.append((name, {"eps": EPS, "lr": LR, **QZO_VARIANTS[name]}))
+        elif name in table:
+            jobs.append((name, {"eps": EPS, "lr": LR, **table[name]}))
         else:
-            raise SystemExit(f"unknown variant '{name}'; known: {[*QZO_VARIANTS, 'fg_fp32', 'bp', 'bp_qat']}")
+            known = [*table, "fg_fp32", "bp", "bp_qat"]
+            raise SystemExit(f"unknown variant '{name}'; known: {known}")
     return jobs
 
 
@@ -141,15 +173,23 @@ def run_seed(seed: int, start: ResidualModel, jobs: list[tuple[str, dict[str, An
         rng = np.random.default_rng(seeds["batches"])  # the same batches for every method
         curve = [[0, float(trainer.loss(val))]]
         t0 = time.perf_counter()
+        every = max(1, steps // 20)
+        stopped_at = None
         for step in range(1, steps + 1):
             trainer.step(train.take(rng.integers(0, len(train), args.batch)))
-            if step % max(1, steps // 20) == 0:
+            if step % every == 0:
                 curve.append([int(trainer.forward_passes), float(trainer.loss(val))])
+                if not curve[-1][1] <= DIVERGED * curve[0][1]:
+                    stopped_at = int(trainer.forward_passes)
+                    per_step = trainer.forward_passes // step
+                    curve += [[int(k * every * per_step), curve[-1][1]] for k in range(step // every + 1,
+                                                                                       steps // every + 1)]
+                    break
         record: dict[str, Any] = {
             "seed": seed, "method": "qzo_ff" if name.startswith("qzo_ff") else name,
             "variant": name, "options": opts, "forward_passes": int(trainer.forward_passes),
             "final_val_loss": curve[-1][1], "curve": curve,
-            "seconds": round(time.perf_counter() - t0, 1),
+            "seconds": round(time.perf_counter() - t0, 1), "stopped_at": stopped_at,
         }
         if not isinstance(trainer, QzoFfTrainer):
             record["final_val_loss_16w8a"] = quantized(np.asarray(trainer.theta, dtype=np.float64))
@@ -173,9 +213,38 @@ def summary(values: list[float], start_losses: list[float] | None = None) -> dic
 
 
 def paired(a: list[float], b: list[float]) -> dict[str, Any]:
-    """stats.paired of the per-seed ratios a / b, with their median and the ratios themselves."""
+    """stats.paired of the per-seed ratios a / b, with their median, their geometric mean and its 95%
+    CI (Student t on the log ratios: a seed that diverged moves it by its log, not its size), and the
+    ratios themselves."""
     ratios = [x / y for x, y in zip(a, b, strict=True)]
-    return {**stats.paired(a, b), "median": float(np.median(ratios)), "per_seed": ratios}
+    out: dict[str, Any] = {**stats.paired(a, b), "median": float(np.median(ratios)), "per_seed": ratios}
+    if len(ratios) > 1 and all(np.isfinite(r) and r > 0 for r in ratios):
+        logs = stats.summarize(np.log(ratios).tolist())
+        out.update(geomean=float(np.exp(logs["mean"])), geo_ci95_low=float(np.exp(logs["ci95_low"])),
+                   geo_ci95_high=float(np.exp(logs["ci95_high"])))
+    return out
+
+
+def ablation_pairs(keyed: dict[str, Any], values: Any, qzo: list[float] | None, start: list[float],
+                   seeds: list[int]) -> dict[str, Any]:
+    """Every QZO-FF variant but the default against the default and against quantization-aware
+    backprop, per seed; and against the default on the seeds where neither diverged."""
+    out: dict[str, Any] = {}
+    for key in keyed:
+        if not key.startswith("qzo_ff") or key == "qzo_ff":
+            continue
+        mine = values(key)
+        if qzo is not None:
+            out[f"{key}_over_qzo_ff"] = paired(mine, qzo)
+            # Where neither diverged (ended below its start): what the option does to a run that the
+            # default's step size does not blow up.
+            both = [i for i, (a, b) in enumerate(zip(mine, qzo, strict=True)) if a < start[i] and b < start[i]]
+            if len(both) > 1:
+                entry = paired([mine[i] for i in both], [qzo[i] for i in both])
+                out[f"{key}_over_qzo_ff_converged"] = {**entry, "seeds": [seeds[i] for i in both]}
+        if "bp_qat" in keyed:
+            out[f"{key}_over_bp_qat"] = paired(mine, values("bp_qat"))
+    return out
 
 
 def summarize_all(records: list[dict[str, Any]], data: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
@@ -224,6 +293,7 @@ def summarize_all(records: list[dict[str, Any]], data: list[dict[str, Any]], see
                 other = values(key, figure)
                 out["paired"][name] = paired(qzo, other)
         out["paired"]["qzo_ff_over_pretrained"] = paired(qzo, start)
+    out["paired"].update(ablation_pairs(keyed, values, qzo, start, seeds))
     # The 16w8a format's floor: what rounding backprop's weights, or training through the integer
     # forward pass, costs against backprop in float.
     if "bp" in keyed:
@@ -271,7 +341,84 @@ def merge(out: Path, parts: list[Path]) -> int:
     data = sorted((d for part in loaded for d in part["data"]), key=lambda d: d["seed"])
     merged_from = [{"file": str(p), "seeds": part["seeds"], "provenance": part["provenance"],
                     "sources": part["sources"]} for p, part in zip(parts, loaded, strict=True)]
-    report(out, records, data, seeds, settings, merged_from=merged_from)
+    kept = {k: loaded[0][k] for k in ("references_from", "lr_screen") if k in loaded[0]}  # an ablation's
+    report(out, records, data, seeds, settings, merged_from=merged_from, **kept)
+    return 0
+
+
+REFERENCES = ("bp", "bp_qat", "fg_fp32")
+SCREEN_FACTORS = (1 / 3, 1.0, 3.0)
+SCREEN_FILE = REPO / "bench" / "results" / "adapter_ablation_screen.json"
+
+
+def ablation(args: argparse.Namespace) -> int:
+    """--ablation: every ABLATION_VARIANTS option on the seeds, the references from --reference;
+    --screen: each variant at SCREEN_FACTORS x its lr on one seed (the seed is not one of the
+    ablation's), written to SCREEN_FILE unless --out names another file."""
+    sources = fingerprint(*SOURCES)
+    start = load_model(args.model, 6, 2)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    jobs = jobs_for(args.only or list(ABLATION_VARIANTS), [], args.qat_lr, ABLATION_VARIANTS)
+    if args.screen:
+        seeds = seeds[:1]
+        jobs = [(f"{name}@x{factor:.3g}", {**opts, "lr": float(opts["lr"]) * factor})  # type: ignore[arg-type]
+                for name, opts in jobs for factor in SCREEN_FACTORS]
+    refs: dict[int, list[dict[str, Any]]] = {}
+    ref_data: dict[int, dict[str, Any]] = {}
+    if not args.screen:
+        reference = json.loads(args.reference.read_text())
+        same = {k: reference["settings"][k] for k in ("episodes", "steps_per_episode", "dt", "mass_scale", "batch",
+                                                      "val_fraction", "model_sha256")}
+        mine = {"episodes": args.episodes, "steps_per_episode": STEPS_PER_EPISODE, "dt": DT, "mass_scale": MASS_SCALE,
+                "batch": args.batch, "val_fraction": 0.2,
+                "model_sha256": hashlib.sha256(args.model.read_bytes()).hexdigest()[:16]}
+        if same != mine:
+            raise SystemExit(f"{args.reference}: other data settings ({same}) than this run ({mine})")
+        for r in reference["records"]:
+            if r["variant"] in REFERENCES and r["seed"] in seeds:
+                refs.setdefault(r["seed"], []).append({**r, "from": args.reference.name})
+        ref_data = {d["seed"]: d for d in reference["data"]}
+        missing = [s for s in seeds if s not in ref_data]
+        if missing:
+            raise SystemExit(f"{args.reference} has no references for seeds {missing}")
+    data, records = [], []
+    for seed in seeds:
+        t0 = time.perf_counter()
+        info, recs = run_seed(seed, start, jobs, args)
+        if seed in ref_data:
+            for figure in ("zero_val_loss", "pretrained_val_loss"):  # the same data as the references'
+                if not np.isclose(info[figure], ref_data[seed][figure], rtol=1e-12, atol=0):
+                    raise SystemExit(f"seed {seed}: {figure} {info[figure]} differs from {args.reference}'s "
+                                     f"{ref_data[seed][figure]}: not the same data")
+        info["seconds"] = round(time.perf_counter() - t0, 1)
+        print(f"seed {seed} took {info['seconds']} s", flush=True)
+        data.append(info)
+        records += recs + refs.get(seed, [])
+    settings = {"passes": args.passes, "steps": args.steps, "batch": args.batch, "episodes": args.episodes,
+                "steps_per_episode": STEPS_PER_EPISODE, "dt": DT, "mass_scale": MASS_SCALE, "val_fraction": 0.2,
+                "qzo_defaults": {"eps": EPS, "lr": LR}, "variants": {name: opts for name, opts in jobs},
+                "diverged_stop": DIVERGED, "model_sha256": hashlib.sha256(args.model.read_bytes()).hexdigest()[:16]}
+    top: dict[str, Any] = {"sources": sources_record(sources, *SOURCES)}
+    if args.screen:
+        out = args.out if args.out != REPO / "bench" / "results" / "adapter_accuracy.json" else SCREEN_FILE
+        top["screen_factors"] = list(SCREEN_FACTORS)
+        write_records(out, records, **top, seeds=seeds, settings=settings, data=data)
+        return 0
+    out = args.out if args.out != REPO / "bench" / "results" / "adapter_accuracy.json" else (
+        REPO / "bench" / "results" / "adapter_ablation.json")
+    top["references_from"] = {"file": str(args.reference.relative_to(REPO)) if args.reference.is_relative_to(REPO)
+                              else str(args.reference), "variants": list(REFERENCES),
+                              "provenance": reference["provenance"]}
+    screens = sorted(SCREEN_FILE.parent.glob(SCREEN_FILE.stem + "*.json"))
+    if screens:
+        top["lr_screen"] = {"files": [p.name for p in screens], "passes": [], "seeds": [], "final_val_loss": {}}
+        for path in screens:
+            screen = json.loads(path.read_text())
+            top["lr_screen"]["passes"].append(screen["settings"]["passes"])
+            top["lr_screen"]["seeds"].append(screen["seeds"])
+            top["lr_screen"]["final_val_loss"].update({f"{r['variant'].split('@')[0]}@lr{r['options']['lr']:g}":
+                                                       r["final_val_loss"] for r in screen["records"]})
+    report(out, records, data, seeds, settings, **top)
     return 0
 
 
@@ -293,9 +440,17 @@ def main() -> int:
     parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="PART",
                         help="write one result file from these result files (other seeds, same settings); run nothing")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "adapter_accuracy.json")
+    parser.add_argument("--ablation", action="store_true",
+                        help="QZO-FF's options (ABLATION_VARIANTS), the references taken per seed from --reference")
+    parser.add_argument("--reference", type=Path, default=REPO / "bench" / "results" / "adapter_accuracy.json")
+    parser.add_argument("--only", nargs="+", default=None, help="--ablation / --screen: only these variants")
+    parser.add_argument("--screen", action="store_true",
+                        help="the ablation's step sizes: each variant at its lr x 1/3, 1, 3 on one seed (--first-seed)")
     args = parser.parse_args()
     if args.merge:
         return merge(args.out, args.merge)
+    if args.ablation or args.screen:
+        return ablation(args)
     sources = fingerprint(*SOURCES)
     if args.quick:
         args.seeds, args.passes, args.bp_steps = min(args.seeds, 2), min(args.passes, 2000), min(args.bp_steps, 200)

@@ -69,10 +69,15 @@ class AdapterConfig:
     # Transitions whose target is beyond this many loss scales in any state are dropped (counted):
     # e.g. a step where the plant held an older command after a missed deadline.
     outlier_scales: float = 50.0
-    # A round whose validation loss exceeds this many times the best (or is not finite) means the
-    # training diverged (seen in the ROS graph with gusts at lr 0.01): the trainer restarts from the
-    # newest version at half the step size. 0 = never.
+    # A round whose validation loss exceeds this many times the newest version's on the same
+    # validation transitions (or is not finite) means the training diverged (seen in the ROS graph
+    # with gusts at lr 0.01): the trainer restarts from the newest version at half the step size.
+    # 0 = never.
     diverge_factor: float = 3.0
+    # The backoff's floor: a divergence that would take the step size below this fraction of the
+    # configured one freezes the adapter instead (on the newest version; it trains and offers no
+    # more versions, and says why: `frozen_reason`).
+    min_lr_scale: float = 1.0 / 64.0
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -83,6 +88,8 @@ class AdapterConfig:
             raise ConfigError("adapter margin must be in [0, 1)")
         if self.diverge_factor != 0 and not self.diverge_factor > 1:
             raise ConfigError(f"adapter diverge_factor must be 0 (off) or > 1, got {self.diverge_factor}")
+        if not 0.0 < self.min_lr_scale <= 1.0:
+            raise ConfigError(f"adapter min_lr_scale must be in (0, 1], got {self.min_lr_scale}")
 
 
 def _requantize(net: QuantizedMLP, theta: FloatArray) -> QuantizedMLP:
@@ -128,8 +135,11 @@ class OnlineAdapter:
         self.trainer = self._make_trainer()
         self.memory: TrainingMemory | None = None  # measure_memory(), or the first training step
         self.history: list[Version] = []
+        # The newest version's validation loss on the validation transitions of the last proposal
+        # (the buffer changes from round to round; inf before the first proposal).
         self.best_val = np.inf
-        self.frozen = False
+        self.frozen = False  # by the divergence backoff's floor (a hand or safety freeze is the round loop's)
+        self.frozen_reason = ""
         self.last_train_loss = float("nan")
 
     def _make_trainer(self) -> QzoFfTrainer | Fp32ForwardGradient | Backprop:
@@ -207,25 +217,47 @@ class OnlineAdapter:
         self.last_train_loss = float(np.mean(losses))
         return self.last_train_loss
 
+    def reference(self) -> QuantizedMLP:
+        """The model in force: the newest version, or the start model before any."""
+        return self.history[-1].net if self.history else self.start_net
+
     def propose(self) -> Version | None:
-        """A new version when the validation loss improved enough; else None."""
-        if not self.ready:
+        """A new version when the validation loss improved enough on the newest version's; else None.
+
+        Like with like: both losses are taken on the same validation transitions, the buffer as it
+        is now. A loss from an earlier, smaller buffer would make new hard data (gusts) look like a
+        divergence, or hide a real improvement."""
+        if self.frozen or not self.ready:
             return None
-        if not self.history and not np.isfinite(self.best_val):
-            self.best_val = self.val_loss(self.start_net)  # the model the controller starts with
+        reference = self.val_loss(self.reference())
+        self.best_val = reference
         net = self.current_net()
         loss = self.val_loss(net)
-        if loss < self.best_val * (1.0 - self.cfg.margin):
+        if loss < reference * (1.0 - self.cfg.margin):
             self.best_val = loss
             version = Version(len(self.history) + 1, net.copy(), loss)
             self.history.append(version)
             return version
         factor = self.cfg.diverge_factor
-        if factor and not loss <= factor * self.best_val:
-            self.restarts += 1
-            self.lr_scale *= 0.5
-            self._restart_from(self.history[-1].net if self.history else self.start_net)
+        if factor and not loss <= factor * reference:
+            self._diverged(loss, reference)
         return None
+
+    def _diverged(self, loss: float, reference: float) -> None:
+        """Restart from the newest version at half the step size, or freeze at the backoff's floor."""
+        if self.lr_scale * 0.5 < self.cfg.min_lr_scale:
+            self._restart_from(self.reference())  # the diverged weights are dropped
+            self.frozen = True
+            self.frozen_reason = (
+                f"training diverged {self.restarts + 1} times (validation loss {loss:.4g}, above "
+                f"{self.cfg.diverge_factor:g}x the newest version's {reference:.4g}): halving the step size again "
+                f"({self.lr_scale:g}x) would take it below min_lr_scale {self.cfg.min_lr_scale:g}; frozen on "
+                f"v{self.history[-1].number if self.history else 0}"
+            )
+            return
+        self.restarts += 1
+        self.lr_scale *= 0.5
+        self._restart_from(self.reference())  # at the new step size, with new perturbation seeds
 
     def rollback(self) -> Version | None:
         """Drop the newest version and return the one before it (None: back to the start model)."""
@@ -233,8 +265,8 @@ class OnlineAdapter:
             return None
         self.history.pop()
         previous = self.history[-1] if self.history else None
-        back_to = previous.net if previous is not None else self.start_net
-        self.best_val = previous.val_loss if previous is not None else self.val_loss(self.start_net)
+        back_to = self.reference()
+        self.best_val = self.val_loss(back_to)
         self._restart_from(back_to)  # every method trains on from the version it went back to
         return previous
 

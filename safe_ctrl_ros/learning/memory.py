@@ -280,8 +280,8 @@ def inference(trainer: Trainer, batch: Batch) -> Callable[[], object]:
 
 def kept_state(trainer: Trainer) -> list[Any]:
     """The arrays a trainer keeps between steps that are not its parameters."""
-    if isinstance(trainer, QzoFfTrainer):
-        return list(trainer.velocity or [])
+    if isinstance(trainer, QzoFfTrainer):  # momentum, the guiding estimate, the magnitude masks
+        return [*(trainer.velocity or []), *(trainer.guide or []), *(m for m in trainer.masks if m is not None)]
     if isinstance(trainer, Fp32ForwardGradient):
         return [trainer.mask, trainer.velocity]
     # Gradients are not kept: the step's zero_grad frees them and its backward pass allocates them

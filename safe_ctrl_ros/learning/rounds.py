@@ -14,7 +14,9 @@ order and apply the same policy (docs/ARCHITECTURE.md, lockstep sequence):
   stamp): when the `window` states from the newest version's due on hold more violations than the
   `window` states before it, the round rolls back to the version before (and does not train). A
   requested rollback (`~/rollback`) is carried out the same way by the next round. A round frozen
-  by a safety request (the monitor's verdict at its data end) or by hand does not train.
+  by a safety request (the monitor's verdict at its data end) or by hand does not train, nor does
+  any round once the divergence backoff reached its floor (OnlineAdapter.frozen_reason; rollbacks
+  are still carried out).
 - The trainer's random draws depend only on the rounds before, so the same data give the same
   versions, however long a round took in wall time.
 """
@@ -219,6 +221,8 @@ class Rounds:
             outcome = ROLLED_BACK
         elif frozen or self.safety[1]:
             outcome, detail = FROZEN, frozen or f"safety request: {self.safety[1]}"
+        elif core.frozen:  # the divergence backoff reached its floor (OnlineAdapter.frozen_reason)
+            outcome, detail = FROZEN, core.frozen_reason
         elif not core.ready:
             outcome = NOT_READY
             detail = (f"{core.train_buf.count} training, {core.val_buf.count} validation transitions "
@@ -230,7 +234,9 @@ class Rounds:
             restarts = core.restarts
             version = core.propose()
             restarted = core.restarts > restarts
-            if version is None:
+            if core.frozen:  # this round's divergence reached the backoff's floor
+                outcome, detail = FROZEN, core.frozen_reason
+            elif version is None:
                 self.rejected += 1
                 outcome, detail = REJECTED, f"validation loss {core.val_loss():.4g}, best {core.best_val:.4g}"
             else:

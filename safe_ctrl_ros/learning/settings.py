@@ -20,7 +20,14 @@ from safe_ctrl_ros.learning.adapter import METHODS, AdapterConfig, Method, Onlin
 from safe_ctrl_ros.learning.fixed_point import GUARD
 from safe_ctrl_ros.learning.model_file import ResidualModel, load_model
 from safe_ctrl_ros.learning.rounds import RollbackPolicy, Schedule
-from safe_ctrl_ros.learning.trainers import Estimator, ForwardGradientConfig, Trainable
+from safe_ctrl_ros.learning.trainers import (
+    Distribution,
+    Estimator,
+    ForwardGradientConfig,
+    Normalize,
+    SparseBy,
+    Trainable,
+)
 from safe_ctrl_ros.parameters.common import MODEL, SYSTEM, model_of
 from safe_ctrl_ros.parameters.spec import NodeSpec, ParamSpec
 from safe_ctrl_ros.parameters.spec import ParamType as T
@@ -50,8 +57,11 @@ SETTINGS: tuple[ParamSpec, ...] = (
     ParamSpec("outlier_scales", T.DOUBLE, 50.0, "drop transitions beyond this many loss scales; 0 = keep all",
               low=0.0),
     ParamSpec("diverge_factor", T.DOUBLE, 3.0, "restart from the newest version, at half the step size, when the "
-              "validation loss exceeds this many times the best (0 or > 1); 0 = never", low=0.0,
-              check=_zero_or_above_one),
+              "validation loss exceeds this many times the newest version's on the same validation transitions "
+              "(0 or > 1); 0 = never", low=0.0, check=_zero_or_above_one),
+    ParamSpec("min_lr_scale", T.DOUBLE, 1.0 / 64.0, "floor of the divergence backoff (step size relative to the "
+              "configured one): a divergence that would halve it below this freezes the adapter on the newest "
+              "version and reports why (AdapterStatus.frozen_reason)", low=0.0, low_open=True, high=1.0),
     ParamSpec("update_period", T.DOUBLE, 0.5, "s of (sim) time between training rounds", low=0.0, low_open=True),
     ParamSpec("steps_per_update", T.INT, 20, "training steps per round", low=1, high=MAX_COUNT),
     ParamSpec("round_delay", T.DOUBLE, 0.5, "s of (sim) time after a round's last state at which its result "
@@ -66,6 +76,14 @@ SETTINGS: tuple[ParamSpec, ...] = (
     ParamSpec("trainer.sparsity", T.DOUBLE, 0.0, "fraction of entries left unperturbed", low=0.0, high=1.0,
               high_open=True),
     ParamSpec("trainer.seed", T.INT, 0, "seed of the perturbations"),
+    ParamSpec("trainer.distribution", T.STRING, "rademacher", "qzo_ff: perturbation entries (rademacher: +-1; "
+              "gaussian: a rounded N(0, 1) clipped to the guard)", choices=("rademacher", "gaussian")),
+    ParamSpec("trainer.guidance", T.DOUBLE, 0.0, "qzo_ff momentum-guided sampling: probability that an entry of the "
+              "perturbation follows the sign of the running estimate", low=0.0, high=1.0, high_open=True),
+    ParamSpec("trainer.sparse_by", T.STRING, "random", "qzo_ff: which entries `sparsity` leaves unperturbed (random; "
+              "large / small: perturb only the largest / smallest |w|)", choices=("random", "large", "small")),
+    ParamSpec("trainer.normalize", T.STRING, "none", "qzo_ff: normalization of the estimate (kernel: per output row "
+              "by its weight RMS; tensor: ZO-Adam per tensor)", choices=("none", "kernel", "tensor")),
     ParamSpec("rollback.on_violations", T.BOOL, True, "roll back when violations rise after an update",
               read_only=False),
     ParamSpec("rollback.window", T.INT, 50, "states compared before and after an update's due", low=1,
@@ -145,6 +163,10 @@ def adapter_settings(values: Mapping[str, Any], where: str = "") -> AdapterSetti
         train=cast(Trainable, str(v["trainer.train"])),
         sparsity=float(v["trainer.sparsity"]),
         seed=int(v["trainer.seed"]),
+        distribution=cast(Distribution, str(v["trainer.distribution"])),
+        guidance=float(v["trainer.guidance"]),
+        sparse_by=cast(SparseBy, str(v["trainer.sparse_by"])),
+        normalize=cast(Normalize, str(v["trainer.normalize"])),
     )
     config = AdapterConfig(
         method=cast(Method, str(v["method"])),
@@ -158,6 +180,7 @@ def adapter_settings(values: Mapping[str, Any], where: str = "") -> AdapterSetti
         seed=int(v["seed"]),
         outlier_scales=float(v["outlier_scales"]),
         diverge_factor=float(v["diverge_factor"]),
+        min_lr_scale=float(v["min_lr_scale"]),
     )
     config.validate()
     policy = RollbackPolicy(bool(v["rollback.on_violations"]), int(v["rollback.window"]))

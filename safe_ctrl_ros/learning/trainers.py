@@ -15,6 +15,24 @@ QZO-FF (Feng et al., "Stepping Forward on the Last Mile", NeurIPS 2024), one ste
   update w -= lr * g in integer units with seeded stochastic rounding, saturated to
   +-(32767 - GUARD). Which tensors train: all, the last layer, or biases; `sparsity` leaves that
   fraction of entries unperturbed (a seeded mask per step).
+
+Options (issue #18's enhancements; each measured in bench/adapter_accuracy.py --ablation, the
+figures in docs/LEARNING.md):
+  distribution  "rademacher" (z in {-1, +1}) or "gaussian": z = round(N(0, 1)) clipped to
+                +-(GUARD // eps) (a quantized Gaussian, integer-valued), the estimate divided by
+                E[z^2] of that distribution so it stays unbiased.
+  guidance      momentum-guided sampling: each entry of z follows the sign of the running estimate
+                (an exponential average of g, GUIDE_BETA) with this probability, else the
+                distribution's draw; perturbations are drawn around the running gradient direction.
+  sparse_by     "random" (a seeded mask per step), or by magnitude: "large" perturbs only the
+                (1 - sparsity) largest |w| of each tensor, "small" only the smallest (the masks are
+                computed once per step from the weights before any perturbation).
+  normalize     "kernel": each output row of a weight matrix steps in proportion to the row's own
+                weight RMS over the tensor's (a per-kernel trust ratio); "tensor": ZO-Adam-style,
+                the estimate divided by the root of a running (bias-corrected, ADAM_BETA2) mean of
+                its square, one scalar per tensor (with Rademacher z every entry of a tensor has the
+                same second moment, so per-tensor is all a zeroth-order estimate can give), `lr`
+                then a float-space step per entry as Adam's.
 """
 
 from __future__ import annotations
@@ -32,6 +50,12 @@ from safe_ctrl_ros.systems.base import FloatArray
 
 Estimator = Literal["projected", "sign"]
 Trainable = Literal["all", "last_layer", "biases"]
+Distribution = Literal["rademacher", "gaussian"]
+SparseBy = Literal["random", "large", "small"]
+Normalize = Literal["none", "kernel", "tensor"]
+GUIDE_BETA = 0.9  # the running estimate that guides the sampling (guidance > 0)
+ADAM_BETA2 = 0.99  # the per-tensor second moment (normalize "tensor")
+ADAM_TINY = 1e-30
 
 
 @dataclass
@@ -44,6 +68,11 @@ class ForwardGradientConfig:
     train: Trainable = "all"
     sparsity: float = 0.0
     seed: int = 0
+    # QZO-FF only (the module docstring):
+    distribution: Distribution = "rademacher"
+    guidance: float = 0.0
+    sparse_by: SparseBy = "random"
+    normalize: Normalize = "none"
 
     def validate(self, integer: bool) -> None:
         if self.estimator not in ("projected", "sign"):
@@ -60,6 +89,20 @@ class ForwardGradientConfig:
             raise ConfigError(f"eps must be an integer in [1, {GUARD}] for QZO-FF, > 0 for fp32")
         if self.lr <= 0:
             raise ConfigError("lr must be > 0")
+        if self.distribution not in ("rademacher", "gaussian"):
+            raise ConfigError(f"distribution must be rademacher or gaussian, got '{self.distribution}'")
+        if self.sparse_by not in ("random", "large", "small"):
+            raise ConfigError(f"sparse_by must be random, large or small, got '{self.sparse_by}'")
+        if self.normalize not in ("none", "kernel", "tensor"):
+            raise ConfigError(f"normalize must be none, kernel or tensor, got '{self.normalize}'")
+        if not 0.0 <= self.guidance < 1.0:
+            raise ConfigError("guidance must be in [0, 1)")
+        options = (self.distribution, self.guidance, self.sparse_by, self.normalize)
+        plain = options == ("rademacher", 0.0, "random", "none")
+        if not integer and not plain:
+            raise ConfigError("distribution, guidance, sparse_by and normalize are options of QZO-FF only")
+        if integer and self.distribution == "gaussian" and GUARD // int(self.eps) < 1:
+            raise ConfigError("a quantized Gaussian needs eps <= GUARD")
 
 
 def _trainable(n_layers: int, train: Trainable) -> list[bool]:
@@ -70,6 +113,30 @@ def _trainable(n_layers: int, train: Trainable) -> list[bool]:
             last = layer == n_layers - 1
             flags.append(train == "all" or (train == "biases" and is_bias) or (train == "last_layer" and last))
     return flags
+
+
+def gaussian_second_moment(limit: int) -> float:
+    """E[z^2] of z = round(N(0, 1)) clipped to +-limit (exact to float64)."""
+    from math import erf, sqrt
+
+    def cdf(v: float) -> float:
+        return 0.5 * (1.0 + erf(v / sqrt(2.0)))
+
+    total = 0.0
+    for k in range(1, limit + 1):
+        upper = 1.0 if k == limit else cdf(k + 0.5)  # the clipped tail lands on +-limit
+        total += 2.0 * k * k * (upper - cdf(k - 0.5))
+    return total
+
+
+UPDATE_BLOCK = 256  # entries per block of the in-place update (whole rows; at least one row)
+
+
+def _blocks(t: np.ndarray) -> list[slice]:
+    """Slices of whole rows (first axis) of about UPDATE_BLOCK entries each, in order."""
+    per_row = int(np.prod(t.shape[1:], dtype=np.int64)) if t.ndim > 1 else 1
+    step = max(1, UPDATE_BLOCK // max(per_row, 1))
+    return [slice(r, min(r + step, t.shape[0])) for r in range(0, t.shape[0], step)]
 
 
 class QzoFfTrainer:
@@ -85,29 +152,78 @@ class QzoFfTrainer:
         self.velocity: list[np.ndarray] | None = (
             [np.zeros(t.shape, dtype=np.float32) for t in model.tensors()] if cfg.momentum > 0 else None
         )
+        self.z_limit = GUARD // self.eps  # a Gaussian z stays within +-GUARD integer units
+        self.z_moment = gaussian_second_moment(self.z_limit) if cfg.distribution == "gaussian" else 1.0
+        self.guide: list[np.ndarray] | None = (
+            [np.zeros(t.shape, dtype=np.float32) for t in model.tensors()] if cfg.guidance > 0 else None
+        )
+        self.second_moment = [0.0] * len(self.flags)  # normalize "tensor": one scalar per tensor
+        self.masks: list[np.ndarray | None] = [None] * len(self.flags)  # sparse_by large/small, this step's
         self.steps = 0
         self.forward_passes = 0
 
     def loss(self, batch: Batch) -> float:
         return normalized_mse(self.model.forward_int(batch.x, batch.u), batch.target, self.scale)
 
+    def _tensor(self, i: int) -> np.ndarray:
+        """Tensor i of W_1, b_1, W_2, ... (the model's own array)."""
+        return self.model.w[i // 2] if i % 2 == 0 else self.model.b[i // 2]
+
+    def _scale(self, i: int) -> float:
+        return float(self.model.w_scale[i // 2] if i % 2 == 0 else self.model.b_scale[i // 2])
+
     def _z(self, seed: tuple[int, ...], index: int, shape: tuple[int, ...]) -> np.ndarray:
         """The perturbation of tensor `index` for `seed`: its own generator, so any tensor's z can be
         regenerated alone and only one tensor's z exists at a time."""
+        cfg = self.cfg
         rng = np.random.default_rng([*seed, index])
-        z = rng.integers(0, 2, size=shape, dtype=np.int8) * 2 - 1
-        if self.cfg.sparsity > 0:
-            z = z * (rng.random(shape) < 1.0 - self.cfg.sparsity).astype(np.int8)
+        if cfg.distribution == "rademacher":
+            z = rng.integers(0, 2, size=shape, dtype=np.int8)
+            z *= 2  # in place: the perturbation is the only whole-tensor array
+            z -= 1
+        else:
+            normal = rng.standard_normal(shape, dtype=np.float32)
+            z = np.clip(np.rint(normal), -self.z_limit, self.z_limit).astype(np.int8)
+        if self.guide is not None:
+            follow = rng.random(shape, dtype=np.float32) < cfg.guidance
+            direction = np.sign(self.guide[index]).astype(np.int8)
+            z = np.where(follow & (direction != 0), direction * np.maximum(np.abs(z), 1).astype(np.int8), z)
+        if cfg.sparsity > 0:
+            mask = self.masks[index]
+            if mask is None:  # drawn in blocks: the same stream as one draw, without a float64 tensor
+                for rows in _blocks(z):
+                    z[rows] *= rng.random(z[rows].shape) < 1.0 - cfg.sparsity
+            else:
+                z *= mask
         return z
+
+    def _magnitude_masks(self) -> None:
+        """sparse_by large/small: this step's masks, from the weights before any perturbation."""
+        cfg = self.cfg
+        for i in range(len(self.flags)):
+            if not self.flags[i]:
+                continue
+            t = self._tensor(i)
+            mag = np.abs(t.astype(np.int32)).reshape(-1)
+            keep = max(1, round((1.0 - cfg.sparsity) * mag.size))
+            order = np.argsort(-mag if cfg.sparse_by == "large" else mag, kind="stable")
+            mask = np.zeros(mag.size, dtype=np.int8)
+            mask[order[:keep]] = 1
+            self.masks[i] = mask.reshape(t.shape)
 
     def _perturb(self, seed: tuple[int, ...], factor: int) -> None:
         """w += factor * z for the perturbation of `seed`, tensor by tensor."""
-        for i, (t, trains) in enumerate(zip(self.model.tensors(), self.flags, strict=True)):
-            if trains:
-                t += self._z(seed, i, t.shape).astype(np.int16) * np.int16(factor)
+        for i in range(len(self.flags)):  # by index: no per-tensor list exists during a step
+            if self.flags[i]:
+                t = self._tensor(i)
+                z = self._z(seed, i, t.shape)
+                for rows in _blocks(t):  # in place, a block at a time
+                    t[rows] += z[rows].astype(np.int16) * np.int16(factor)
 
     def step(self, batch: Batch) -> float:
         cfg, eps = self.cfg, self.eps
+        if cfg.sparsity > 0 and cfg.sparse_by != "random":
+            self._magnitude_masks()
         coeffs: list[float] = []
         seeds = [(cfg.seed, self.steps, j) for j in range(cfg.perturbations)]
         losses = []
@@ -125,24 +241,67 @@ class QzoFfTrainer:
             self.steps += 1
             return float(np.mean(losses))
         power = 2 if cfg.estimator == "projected" else 1
-        scales = self.model.scales()
-        for i, (t, trains) in enumerate(zip(self.model.tensors(), self.flags, strict=True)):
-            if not trains:
+        for i in range(len(self.flags)):
+            if not self.flags[i]:
                 continue
-            g = np.zeros(t.shape, dtype=np.float32)  # one tensor's update at a time
-            for coeff, seed in zip(coeffs, seeds, strict=True):
-                g += np.float32(coeff / len(seeds) / scales[i] ** power) * self._z(seed, i, t.shape)
-            if self.velocity is not None:
-                self.velocity[i] = (cfg.momentum * self.velocity[i] + g).astype(np.float32)
-                g = self.velocity[i]
+            t, scale = self._tensor(i), self._scale(i)
+            factors = [np.float32(coeff / len(seeds) / scale**power / self.z_moment) for coeff in coeffs]
             rng = np.random.default_rng([cfg.seed, self.steps, 1_000_003, i])  # stochastic rounding
-            # Clipped before the cast: a step beyond the int16 range saturates anyway, and a float
-            # beyond int32 would wrap.
-            raw = np.clip(-cfg.lr * g + rng.random(t.shape, dtype=np.float32), -2.0 * W_LIMIT, 2.0 * W_LIMIT)
-            step = np.floor(raw).astype(np.int32)
-            t[...] = np.clip(t.astype(np.int32) + step, -W_LIMIT, W_LIMIT).astype(np.int16)
+            if cfg.normalize == "tensor":  # needs the whole tensor's estimate for its mean square
+                g = np.zeros(t.shape, dtype=np.float32)
+                for factor, seed in zip(factors, seeds, strict=True):
+                    g += factor * self._z(seed, i, t.shape)
+                self._update(i, t, g, slice(None), rng, scale, None)
+                continue
+            # In place, a block of rows at a time: beyond the perturbation (int8, regenerated once
+            # per tensor) only a block's float32 estimate and its temporaries exist.
+            zs = [self._z(seed, i, t.shape) for seed in seeds]
+            kernel = self._kernel_factors(t) if cfg.normalize == "kernel" else None
+            for rows in _blocks(t):
+                g = np.zeros(t[rows].shape, dtype=np.float32)
+                for factor, z in zip(factors, zs, strict=True):
+                    g += factor * z[rows]
+                self._update(i, t, g, rows, rng, scale, kernel)
         self.steps += 1
         return float(np.mean(losses))
+
+    def _update(self, i: int, t: np.ndarray, g: np.ndarray, rows: slice, rng: np.random.Generator, scale: float,
+                kernel: np.ndarray | None) -> None:
+        """t[rows] -= lr * (the estimate g of those rows, after guidance, momentum and normalization),
+        in integer units with stochastic rounding (drawn from `rng` in row order)."""
+        cfg = self.cfg
+        if self.guide is not None:
+            guide = self.guide[i][rows]
+            guide *= np.float32(GUIDE_BETA)
+            guide += np.float32(1.0 - GUIDE_BETA) * g
+        if self.velocity is not None:
+            self.velocity[i][rows] = cfg.momentum * self.velocity[i][rows] + g
+            g = self.velocity[i][rows]
+        if kernel is not None:
+            g = g * kernel[rows][:, None]
+        elif cfg.normalize == "tensor":
+            g = self._tensor_normalized(i, g, scale)
+        # Clipped before the cast: a step beyond the int16 range saturates anyway, and a float
+        # beyond int32 would wrap.
+        raw = np.clip(-cfg.lr * g + rng.random(g.shape, dtype=np.float32), -2.0 * W_LIMIT, 2.0 * W_LIMIT)
+        step = np.floor(raw).astype(np.int32)
+        t[rows] = np.clip(t[rows].astype(np.int32) + step, -W_LIMIT, W_LIMIT).astype(np.int16)
+
+    def _kernel_factors(self, t: np.ndarray) -> np.ndarray | None:
+        """normalize "kernel": each output row's weight RMS over the tensor's (None for a bias)."""
+        if t.ndim != 2:
+            return None
+        rows = np.sqrt(np.mean(np.square(t.astype(np.float32)), axis=1))
+        whole = float(np.sqrt(np.mean(np.square(rows))))
+        return rows / np.float32(whole) if whole > 0 else None
+
+    def _tensor_normalized(self, i: int, g: np.ndarray, scale: float) -> np.ndarray:
+        """normalize "tensor" (ZO-Adam per tensor) of tensor `i`'s whole estimate g."""
+        beta = ADAM_BETA2
+        self.second_moment[i] = beta * self.second_moment[i] + (1.0 - beta) * float(np.mean(np.square(g)))
+        corrected = self.second_moment[i] / (1.0 - beta ** (self.steps + 1))
+        # Dimensionless (O(1) per entry), then in integer units of a float-space step of lr.
+        return g * np.float32(1.0 / ((np.sqrt(corrected) + ADAM_TINY) * scale))
 
 
 class Fp32ForwardGradient:

@@ -17,7 +17,8 @@ due. `mode: realtime` starts a round when the state stream reaches its end, with
 
 Training runs in its own callback group (a multi-threaded executor keeps the data flowing). A
 safety request in the monitor's verdict at a round's end freezes that round; `~/freeze` (SetBool)
-freezes by hand; `~/rollback` (Trigger) has the next round go back to the previous version.
+freezes by hand; the divergence backoff's floor (`min_lr_scale`) freezes every later round (the
+status says why); `~/rollback` (Trigger) has the next round go back to the previous version.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class AdapterNode(Node):
         self.lock = threading.Lock()  # the inbox: data callbacks put, the training thread takes
         self.step_time_ms = 0.0
         self.manual_freeze = False
+        self.freeze_reported = False  # the divergence backoff's freeze is logged once
         self.rollback_requested = False
         self.announced = False
         self.matched_since: float | None = None
@@ -204,6 +206,10 @@ class AdapterNode(Node):
                 f"training diverged (validation loss above {self.core.cfg.diverge_factor:g}x the best "
                 f"{self.core.best_val:.4g}): restarted at {self.core.lr_scale:g}x the step size"
             )
+        if self.core.frozen and not self.freeze_reported:
+            # AdapterStatus.frozen / frozen_reason carry it in this and every later round's status.
+            self.freeze_reported = True
+            self.get_logger().error(f"round {result.number}: adapter frozen: {self.core.frozen_reason}")
         if result.missing and self.lockstep:
             self.get_logger().error(
                 f"round {result.number}: {result.missing} transition(s) up to t={result.data_end_ns * 1e-9:.3f} s "
