@@ -511,7 +511,8 @@ def test_params_file_mutations_give_settings_or_name_the_parameter(
 @given(name=st.sampled_from(sorted(PARAMETERS)), data=st.data())
 def test_adapter_setting_of_the_wrong_type_is_named(name: str, data: st.DataObject) -> None:
     default = PARAMETERS[name][0]
-    value = data.draw(NOT_TEXT if isinstance(default, str) else NOT_NUMBERS)
+    wrong = NOT_TEXT if isinstance(default, str) else NOT_FLAG if isinstance(default, bool) else NOT_NUMBERS
+    value = data.draw(wrong)  # a flag takes no number or text, a number no flag or text
     with pytest.raises(ConfigError, match=rf"^params file 'p\.yaml': {re.escape(name)}: expected "):
         adapter_settings({name: value}, where="params file 'p.yaml'")
 
