@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from helpers import int_reference
+from helpers.learning_problem import SPEC, problem
 from safe_ctrl_ros.control import ResidualSpec
 from safe_ctrl_ros.control.residual import dequantize
 from safe_ctrl_ros.errors import ConfigError
 from safe_ctrl_ros.learning import (
     Backprop,
-    Batch,
     ForwardGradientConfig,
     Fp32ForwardGradient,
     QuantizedMLP,
@@ -23,19 +23,7 @@ from safe_ctrl_ros.learning import (
 )
 from safe_ctrl_ros.learning.fixed_point import W_LIMIT, quantize_multiplier
 
-SPEC = ResidualSpec(4, 1, hidden=(16, 16), activation="relu")
 REPO = Path(__file__).resolve().parents[1]
-
-
-def problem(seed: int = 0, n: int = 400) -> tuple[Batch, QuantizedMLP, np.ndarray]:
-    """A smooth target the MLP can learn: y = A tanh(B [x; u])."""
-    rng = np.random.default_rng(seed)
-    x, u = rng.normal(size=(n, 4)), rng.normal(size=(n, 1))
-    a, b = rng.normal(size=(4, 3)) * 0.5, rng.normal(size=(3, 5))
-    target = np.tanh(np.hstack([x, u]) @ b.T) @ a.T
-    theta = np.random.default_rng(seed + 1).normal(0, 0.2, SPEC.num_params)
-    q = QuantizedMLP.from_float(SPEC, SPEC.unpack(theta), np.hstack([x, u]))
-    return Batch(x, u, target), q, target.std(axis=0)
 
 
 def test_integer_forward_matches_float_within_the_documented_bound() -> None:

@@ -9,24 +9,12 @@ from math import erf, sqrt
 import numpy as np
 import pytest
 
+from helpers.learning_problem import SPEC, problem
 from safe_ctrl_ros.control import ResidualSpec
 from safe_ctrl_ros.errors import ConfigError
 from safe_ctrl_ros.learning import Batch, ForwardGradientConfig, Fp32ForwardGradient, QuantizedMLP, QzoFfTrainer
 from safe_ctrl_ros.learning.fixed_point import GUARD, W_LIMIT
 from safe_ctrl_ros.learning.trainers import gaussian_second_moment
-
-SPEC = ResidualSpec(4, 1, hidden=(16, 16), activation="relu")
-
-
-def problem(seed: int = 0, n: int = 400) -> tuple[Batch, QuantizedMLP, np.ndarray]:
-    """A smooth target the MLP can learn: y = A tanh(B [x; u])."""
-    rng = np.random.default_rng(seed)
-    x, u = rng.normal(size=(n, 4)), rng.normal(size=(n, 1))
-    a, b = rng.normal(size=(4, 3)) * 0.5, rng.normal(size=(3, 5))
-    target = np.tanh(np.hstack([x, u]) @ b.T) @ a.T
-    theta = np.random.default_rng(seed + 1).normal(0, 0.2, SPEC.num_params)
-    q = QuantizedMLP.from_float(SPEC, SPEC.unpack(theta), np.hstack([x, u]))
-    return Batch(x, u, target), q, target.std(axis=0)
 
 
 def test_gaussian_second_moment_is_that_of_the_clipped_rounded_normal() -> None:
