@@ -45,7 +45,7 @@ COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "zstd": lambda data: bytes(zstd.compress(data, level=ZSTD_LEVEL)),
     "lz4": lambda data: bytes(lz4.frame.compress(data)),
 }
-ZSTD_LEVEL = 3  # zstd's default level: 4.7x on a flagship bag at 768 KiB chunks, about 8 ms per MiB here
+ZSTD_LEVEL = 3  # zstd's default level (what it gives on recorded runs: bench/sweep.py, docs/RECORDING.md)
 DEFAULT_CHUNK_BYTES = 768 * 1024  # libmcap's default chunk size
 
 
@@ -113,8 +113,8 @@ class McapFile:
     def _write(self, data: bytes, provisional: bytes = b"") -> None:
         """Write `data`, then `provisional` (the open chunk's copy) and a provisional end, at the
         current position, padded to reach the file's end; advance past `data` only."""
-        body = data + provisional
-        self._pwrite(body + self._pad(len(body) + len(_provisional_end())) + _provisional_end())
+        body, end = data + provisional, _provisional_end()
+        self._pwrite(body + self._pad(len(body) + len(end)) + end)
         self._pos += len(data)
 
     def _pad(self, length: int) -> bytes:
@@ -221,10 +221,9 @@ class McapFile:
             return
         self._flush(seal=True)
         tail = self._tail(metadata or {}, self._pos)
-        gap = self._size - (self._pos + len(tail))
-        if gap > 0:
-            lead = max(gap, RECORD_HEAD)
-            tail = padding(lead) + self._tail(metadata or {}, self._pos + lead)
+        lead = self._pad(len(tail))
+        if lead:  # the summary's offsets move by the padding's length
+            tail = lead + self._tail(metadata or {}, self._pos + len(lead))
         self._pwrite(tail)
         os.close(self._fd)
         self._closed = True

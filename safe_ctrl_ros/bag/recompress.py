@@ -2,8 +2,9 @@
 
 Used to measure what compression saves on recorded runs (bench/sweep.py) and to shrink bags that
 were recorded uncompressed. The copy goes through the recorder's own writer (safe_ctrl_ros.bag.writer),
-so its files are what the recorder would have written, message for message; only chunk boundaries
-can differ (the recorder also seals a chunk per flush period).
+so its files are what the recorder would have written, message for message and chunk for chunk
+(a chunk is sealed when it reaches `chunk_bytes`); only where the schema and channel records lie
+between the chunks can differ, as they go out with the next flush.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ re-serialization. A writer thread drains a queue, so a caller never waits on the
 `flush_period` s the thread puts what it has on disk as a complete MCAP file and rewrites
 metadata.yaml atomically (counts every `metadata_period` s, a new topic at once), so a recorder
 killed with SIGKILL leaves a bag that rosbags, `ros2 bag info` and Foxglove read, missing at most
-the last `flush_period`. MCAP chunks are sealed compressed (`compression`: zstd by default, lz4 or
-none; safe_ctrl_ros.bag.mcap_file) once they hold `chunk_bytes`; the open chunk is on disk
-uncompressed, so compression costs no crash safety. As with rosbag2's MCAP storage configured for
+the last `flush_period`. MCAP chunks are compressed (`compression`: zstd by default, lz4 or
+none; safe_ctrl_ros.bag.mcap_file): the open chunk is rewritten compressed at every flush and sealed
+once it holds `chunk_bytes`, so compression costs no crash safety. As with rosbag2's MCAP storage configured for
 chunk compression, metadata.yaml's `compression_format` stays empty: that field names rosbag2's own
 file or message compression, which would make the bag unreadable to MCAP tools.
 `custom_data.complete` says whether the bag was closed (`'true'`) or interrupted (`'false'`);
