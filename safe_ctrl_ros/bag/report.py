@@ -105,9 +105,8 @@ def load_run(path: str | Path, system: str | None = None) -> Run:
                 run.references[_t(msg.header)] = np.asarray(msg.x_ref, dtype=np.float64)
             elif topic.endswith("plant/cmd"):
                 run.commands.append((_t(msg.header), np.asarray(msg.u, dtype=np.float64)))
-            elif any(topic.endswith(suffix) for suffix in MESSAGE_LISTS):
-                suffix = next(sfx for sfx in MESSAGE_LISTS if topic.endswith(sfx))
-                getattr(run, MESSAGE_LISTS[suffix]).append(msg)
+            elif kept := next((name for sfx, name in MESSAGE_LISTS.items() if topic.endswith(sfx)), ""):
+                getattr(run, kept).append(msg)
             elif topic == "/diagnostics":
                 for status in msg.status:
                     if status.name.endswith("plant: loop timing"):
