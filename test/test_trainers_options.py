@@ -1,6 +1,6 @@
 """QZO-FF's options (issue #18): the perturbation distribution, momentum-guided sampling, sparsity by
-magnitude, kernel-wise and per-tensor (ZO-Adam) normalization. Each test checks what the option is
-documented to do (safe_ctrl_ros/learning/trainers.py), not only that it runs."""
+magnitude, kernel-wise and per-tensor (ZO-Adam) normalization, sharpness-aware perturbation. Each test
+checks what the option is documented to do (safe_ctrl_ros/learning/trainers.py), not only that it runs."""
 
 from __future__ import annotations
 
@@ -132,6 +132,7 @@ def test_tensor_normalization_makes_a_float_step_of_lr_per_entry() -> None:
     {"sparsity": 0.5, "sparse_by": "small"},
     {"normalize": "kernel"},
     {"normalize": "tensor", "lr": 3e-3},
+    {"sharpness": 64},
 ])
 def test_every_option_reduces_the_loss(options: dict[str, object]) -> None:
     data, q, scale = problem()
@@ -165,11 +166,60 @@ def test_qzo_ff_scratch_is_flat_in_depth_and_below_one_int8_perturbation() -> No
     assert deep < 128 * 128
 
 
+def test_sharpness_estimates_at_the_neighbourhood_point_and_undoes_the_shift() -> None:
+    """sharpness rho: step k's two-point estimate is taken at w + rho sign(step k-1's estimate), and
+    the shift is undone exactly (with a step size far below one integer unit nothing else moves)."""
+    data, q, scale = problem()
+    rho, eps = 128, 64
+    tr = QzoFfTrainer(q, scale, ForwardGradientConfig(eps=eps, lr=1e-15, sharpness=rho))
+    start = q.int_weights().copy()
+    tr.step(data)  # no previous estimate: taken at w
+    assert tr.previous is not None
+    np.testing.assert_array_equal(q.int_weights(), start)
+    (seed1,), (c1,) = tr.previous
+    assert c1 != 0.0
+
+    # The expected estimate, by hand on q itself (restored after).
+    probe = QzoFfTrainer(q, scale, ForwardGradientConfig(eps=eps, lr=1e-15))
+    direction = [np.sign(np.float32(c1) * probe._z(seed1, i, t.shape)).astype(np.int16)
+                 for i, t in enumerate(q.tensors())]
+    for t, d in zip(q.tensors(), direction, strict=True):
+        t += np.int16(rho) * d
+    seed2 = (0, 1, 0)  # step 2's perturbation (cfg.seed 0, step 1, j 0)
+    probe._perturb(seed2, +eps)
+    l_plus = probe.loss(data)
+    probe._perturb(seed2, -2 * eps)
+    l_minus = probe.loss(data)
+    probe._perturb(seed2, +eps)
+    for t, d in zip(q.tensors(), direction, strict=True):
+        t -= np.int16(rho) * d
+    np.testing.assert_array_equal(q.int_weights(), start)
+    expected = (l_plus - l_minus) / (2 * eps)
+
+    loss = tr.step(data)
+    np.testing.assert_array_equal(q.int_weights(), start)  # the shift was undone exactly
+    (_,), (c2,) = tr.previous
+    assert c2 == pytest.approx(expected, rel=1e-12)
+    assert loss == pytest.approx(0.5 * (l_plus + l_minus), rel=1e-12)
+    # ... and it differs from the estimate at w itself (the shift matters on this problem)
+    plain = QzoFfTrainer(q, scale, ForwardGradientConfig(eps=eps, lr=1e-15))
+    plain.steps = 1
+    plain._perturb(seed2, +eps)
+    at_w = plain.loss(data)
+    plain._perturb(seed2, -2 * eps)
+    at_w -= plain.loss(data)
+    plain._perturb(seed2, +eps)
+    assert abs(at_w / (2 * eps) - c2) > 1e-3 * abs(c2)
+
+
 def test_options_are_validated_and_qzo_ff_only() -> None:
     _, q, scale = problem()
     for bad, match in (({"distribution": "uniform"}, "distribution"), ({"guidance": 1.0}, "guidance"),
-                       ({"sparse_by": "median"}, "sparse_by"), ({"normalize": "layer"}, "normalize")):
+                       ({"sparse_by": "median"}, "sparse_by"), ({"normalize": "layer"}, "normalize"),
+                       ({"sharpness": GUARD - 15}, "sharpness"), ({"sharpness": -1}, "sharpness")):
         with pytest.raises(ConfigError, match=match):
             QzoFfTrainer(q, scale, ForwardGradientConfig(eps=16, **bad))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="QZO-FF only"):
         Fp32ForwardGradient(SPEC, q.theta(), scale, ForwardGradientConfig(eps=1e-3, normalize="tensor"))
+    with pytest.raises(ConfigError, match="QZO-FF only"):
+        Fp32ForwardGradient(SPEC, q.theta(), scale, ForwardGradientConfig(eps=1e-3, sharpness=8))

@@ -84,6 +84,8 @@ SETTINGS: tuple[ParamSpec, ...] = (
               "large / small: perturb only the largest / smallest |w|)", choices=("random", "large", "small")),
     ParamSpec("trainer.normalize", T.STRING, "none", "qzo_ff: normalization of the estimate (kernel: per output row "
               "by its weight RMS; tensor: ZO-Adam per tensor)", choices=("none", "kernel", "tensor")),
+    ParamSpec("trainer.sharpness", T.INT, 0, "qzo_ff sharpness-aware perturbation: estimate at w + rho "
+              "sign(previous estimate), rho in integer units (0 = off; rho + eps <= 256)", low=0, high=255),
     ParamSpec("rollback.on_violations", T.BOOL, True, "roll back when violations rise after an update",
               read_only=False),
     ParamSpec("rollback.window", T.INT, 50, "states compared before and after an update's due", low=1,
@@ -167,6 +169,7 @@ def adapter_settings(values: Mapping[str, Any], where: str = "") -> AdapterSetti
         guidance=float(v["trainer.guidance"]),
         sparse_by=cast(SparseBy, str(v["trainer.sparse_by"])),
         normalize=cast(Normalize, str(v["trainer.normalize"])),
+        sharpness=int(v["trainer.sharpness"]),
     )
     config = AdapterConfig(
         method=cast(Method, str(v["method"])),

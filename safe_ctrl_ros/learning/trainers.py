@@ -33,6 +33,14 @@ figures in docs/LEARNING.md):
                 its square, one scalar per tensor (with Rademacher z every entry of a tensor has the
                 same second moment, so per-tensor is all a zeroth-order estimate can give), `lr`
                 then a float-space step per entry as Adam's.
+  sharpness     sharpness-aware perturbation (a zeroth-order SAM): rho integer units; the step's
+                two-point estimate is taken at the neighbourhood point w + rho sign(g_prev), g_prev
+                the previous step's estimate, and the update is applied to w. g_prev is never
+                stored: it is sum_j d_j z_j of the previous step, regenerated from its seeds and its
+                m coefficients, so the shift costs one more int8 tensor at a time and is undone
+                exactly (rho + eps <= GUARD: nothing saturates). With guidance or magnitude masks the
+                regenerated direction uses this step's guide and masks (a direction still, and the
+                same for the shift and its undo).
 """
 
 from __future__ import annotations
@@ -73,6 +81,7 @@ class ForwardGradientConfig:
     guidance: float = 0.0
     sparse_by: SparseBy = "random"
     normalize: Normalize = "none"
+    sharpness: int = 0
 
     def validate(self, integer: bool) -> None:
         if self.estimator not in ("projected", "sign"):
@@ -97,10 +106,15 @@ class ForwardGradientConfig:
             raise ConfigError(f"normalize must be none, kernel or tensor, got '{self.normalize}'")
         if not 0.0 <= self.guidance < 1.0:
             raise ConfigError("guidance must be in [0, 1)")
-        options = (self.distribution, self.guidance, self.sparse_by, self.normalize)
-        plain = options == ("rademacher", 0.0, "random", "none")
+        if self.sharpness != int(self.sharpness) or self.sharpness < 0:
+            raise ConfigError(f"sharpness must be a whole number of integer units >= 0, got {self.sharpness}")
+        if integer and self.sharpness + self.eps > GUARD:
+            raise ConfigError(f"sharpness + eps must be <= {GUARD} integer units (the guard), got "
+                              f"{self.sharpness} + {self.eps:g}")
+        options = (self.distribution, self.guidance, self.sparse_by, self.normalize, self.sharpness)
+        plain = options == ("rademacher", 0.0, "random", "none", 0)
         if not integer and not plain:
-            raise ConfigError("distribution, guidance, sparse_by and normalize are options of QZO-FF only")
+            raise ConfigError("distribution, guidance, sparse_by, normalize and sharpness are options of QZO-FF only")
         if integer and self.distribution == "gaussian" and GUARD // int(self.eps) < 1:
             raise ConfigError("a quantized Gaussian needs eps <= GUARD")
 
@@ -159,6 +173,9 @@ class QzoFfTrainer:
         )
         self.second_moment = [0.0] * len(self.flags)  # normalize "tensor": one scalar per tensor
         self.masks: list[np.ndarray | None] = [None] * len(self.flags)  # sparse_by large/small, this step's
+        # sharpness > 0: the previous step's perturbation seeds and coefficients (m floats), from
+        # which its estimate's sign is regenerated
+        self.previous: tuple[list[tuple[int, ...]], list[float]] | None = None
         self.steps = 0
         self.forward_passes = 0
 
@@ -220,13 +237,31 @@ class QzoFfTrainer:
                 for rows in _blocks(t):  # in place, a block at a time
                     t[rows] += z[rows].astype(np.int16) * np.int16(factor)
 
+    def _ascend(self, factor: int) -> None:
+        """sharpness: w += factor * sign(previous estimate), tensor by tensor, a block at a time."""
+        assert self.previous is not None
+        seeds, coeffs = self.previous
+        for i in range(len(self.flags)):
+            if not self.flags[i]:
+                continue
+            t = self._tensor(i)
+            zs = [self._z(seed, i, t.shape) for seed in seeds]
+            for rows in _blocks(t):
+                g = np.zeros(t[rows].shape, dtype=np.float32)
+                for coeff, z in zip(coeffs, zs, strict=True):
+                    g += np.float32(coeff) * z[rows]
+                t[rows] += np.sign(g).astype(np.int16) * np.int16(factor)
+
     def step(self, batch: Batch) -> float:
         cfg, eps = self.cfg, self.eps
         if cfg.sparsity > 0 and cfg.sparse_by != "random":
             self._magnitude_masks()
         coeffs: list[float] = []
-        seeds = [(cfg.seed, self.steps, j) for j in range(cfg.perturbations)]
+        seeds: list[tuple[int, ...]] = [(cfg.seed, self.steps, j) for j in range(cfg.perturbations)]
         losses = []
+        shifted = cfg.sharpness > 0 and self.previous is not None
+        if shifted:  # the neighbourhood point, uphill along the previous estimate
+            self._ascend(+cfg.sharpness)
         for seed in seeds:
             self._perturb(seed, +eps)
             l_plus = self.loss(batch)
@@ -237,9 +272,14 @@ class QzoFfTrainer:
             diff = l_plus - l_minus
             coeffs.append(diff / (2 * eps) if cfg.estimator == "projected" else float(np.sign(diff)))
             losses.append(0.5 * (l_plus + l_minus))
+        if shifted:
+            self._ascend(-cfg.sharpness)  # back to w exactly: no entry saturated
         if not np.all(np.isfinite(coeffs)):  # a loss overflowed: no usable estimate, weights unchanged
             self.steps += 1
+            self.previous = None
             return float(np.mean(losses))
+        if cfg.sharpness > 0:
+            self.previous = (seeds, coeffs)
         power = 2 if cfg.estimator == "projected" else 1
         for i in range(len(self.flags)):
             if not self.flags[i]:
