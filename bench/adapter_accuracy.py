@@ -102,10 +102,11 @@ ABLATION_VARIANTS: dict[str, dict[str, object]] = {
     "qzo_ff_sparse50": {"sparsity": 0.5},
     "qzo_ff_sparse50_large": {"sparsity": 0.5, "sparse_by": "large"},
     "qzo_ff_sparse50_small": {"sparsity": 0.5, "sparse_by": "small"},
-    # sharpness-aware perturbation at three neighbourhood radii (integer units; eps is 64)
+    # sharpness-aware perturbation at three neighbourhood radii (integer units; eps is 64); the step
+    # size from the screen (adapter_ablation_screen_sharpness.json): lr at rho 16, lr / 3 at 64, 128
     "qzo_ff_sharpness16": {"sharpness": 16},
-    "qzo_ff_sharpness64": {"sharpness": 64},
-    "qzo_ff_sharpness128": {"sharpness": 128},
+    "qzo_ff_sharpness64": {"sharpness": 64, "lr": LR / 3},
+    "qzo_ff_sharpness128": {"sharpness": 128, "lr": LR / 3},
 }
 FLOAT_EPS = 1e-3
 # A run stops when its validation loss passes this many times its start (or is not finite): it
