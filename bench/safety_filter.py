@@ -15,7 +15,11 @@ filter the learned residual (as the node receives it from the adapter) and sets 
 the residual's measured one-step validation error on held-out transitions of the true plant
 (measure_model_error: an unfiltered run with a seed no benchmark run uses), recorded at the top level,
 with what MPSC is built around (`mpsc_design`: the model's steady input u_s next to the nominal one,
-the one-step margin d and each row's tube at the horizon there, the terminal level).
+the one-step margin d and each row's tube at the horizon there, the terminal level) and how each
+model's next state responds to the input range at the equilibrium (`input_response`: nominal,
+nominal + residual, true plant). With `mpsc.offset_free` the MPSC's own margin `mpsc.model_error`
+is measured on the same held-out transitions (measure_offset_error: how far its model's one-step
+error moves from the last one within a horizon), recorded as `mpsc_model_error`.
 
 Per (scenario, controller, filter, seed) a record: violation_steps (true states with a violated
 constraint row), max_violation (largest g > 0, 0 if none), mean_intervention and max_intervention
@@ -56,12 +60,15 @@ VALIDATION_FACTOR = 1.5
 
 
 def _filter_settings(filt_p: dict[str, Any], filt: str, nominal: Any, residual_file: Path | None,
-                     model_error: Any) -> tuple[dict[str, Any], Any, Any]:
+                     model_error: Any, mpsc_error: Any = None) -> tuple[dict[str, Any], Any, Any]:
     """The safety filter's settings from its params-file section (node-only keys left out), and the
-    learned residual (spec, weights) it predicts with, with its measured error as the model margin."""
+    learned residual (spec, weights) it predicts with, with its measured error as the model margin
+    (and the offset-free MPSC's measured error bound as its own, `mpsc.model_error`)."""
     node_only = ("system", "use_sim_time", "model_file", "constraints_file")
     settings = {k: v for k, v in filt_p.items() if k not in node_only}
     settings["filter"] = filt
+    if filt == "mpsc" and mpsc_error is not None:
+        settings["mpsc.model_error"] = mpsc_error.tolist()
     residual, theta = None, None
     if residual_file is not None:
         rm = load_model(residual_file, nominal.nx, nominal.nu)
@@ -135,10 +142,76 @@ def measure_model_error(sections: dict[str, dict[str, Any]], constraints: Path, 
     return out
 
 
+def measure_offset_error(sections: dict[str, dict[str, Any]], constraints: Path, disturbances: Path,
+                         residual_file: Path | None, seconds: float) -> np.ndarray:
+    """For the offset-free MPSC (`mpsc.offset_free`): how far its model's one-step error moves from the
+    last measured one over a horizon, max |e_{k+j} - e_{k-1}| per state entry over k and j = 0..N-1,
+    e_k = x_true_next - (F(x_k, u_k) [+ g_theta(x_k, u_k) with mpsc.use_residual]) on the held-out
+    transitions of measure_model_error (the true plant's map without the wrench: the filter covers the
+    wrench's change by twice its bound), times VALIDATION_FACTOR."""
+    transitions: list[tuple[np.ndarray, np.ndarray]] = []
+    run(sections, constraints, disturbances, "none", VALIDATION_SEED, seconds, None, None, transitions)
+    plant_p = sections["plant"]
+    filt_p = _flatten(dict(sections.get("safety_filter", {})))
+    nominal = systems.make(plant_p["system"])
+    scn = load_scenario(disturbances, nominal.nx, nominal.nu, 0.02, list(nominal.params))
+    true = systems.make(plant_p["system"], **scn.parameters(seconds, dict(nominal.params)))
+    dt = float(plant_p.get("dt", 0.02))
+    f_true = true.rk4_function(dt, int(plant_p.get("substeps", 10)))
+    f_nom = nominal.rk4_function(dt, int(filt_p.get("substeps", 1)))
+    xs = np.array([x for x, _ in transitions])
+    us = np.array([u for _, u in transitions])
+    g = np.zeros_like(xs)
+    if residual_file is not None and filt_p.get("mpsc.use_residual", True):
+        rm = load_model(residual_file, nominal.nx, nominal.nu)
+        g = rm.net.spec.evaluate(xs, us, rm.net.theta())
+    w0 = np.zeros(6)
+    e = np.array([np.asarray(f_true(xs[i], us[i], w0)).reshape(-1) - np.asarray(f_nom(xs[i], us[i], w0)).reshape(-1)
+                  - g[i] for i in range(len(xs))])
+    horizon = int(filt_p.get("mpsc.horizon", 20))
+    worst = np.zeros(nominal.nx)
+    for j in range(horizon):
+        worst = np.maximum(worst, np.abs(e[1 + j :] - e[: len(e) - 1 - j]).max(axis=0))
+    out: np.ndarray = worst * VALIDATION_FACTOR
+    return out
+
+
+def input_response(sections: dict[str, dict[str, Any]], disturbances: Path, residual_file: Path,
+                   seconds: float) -> dict[str, list[float]]:
+    """How each model's next state moves between the lowest and the highest input at the nominal
+    equilibrium state, x_next(x_eq, u_high) - x_next(x_eq, u_low) per state entry: the nominal model,
+    the nominal model plus the residual, and the true plant (the scenario's parameters at the end)."""
+    plant_p = sections["plant"]
+    filt_p = _flatten(dict(sections.get("safety_filter", {})))
+    nominal = systems.make(plant_p["system"])
+    scn = load_scenario(disturbances, nominal.nx, nominal.nu, 0.02, list(nominal.params))
+    true = systems.make(plant_p["system"], **scn.parameters(seconds, dict(nominal.params)))
+    dt = float(plant_p.get("dt", 0.02))
+    x_eq, _ = nominal.equilibrium()
+    lo, hi = nominal.input_bounds
+    w0 = np.zeros(6)
+    f_nom = nominal.rk4_function(dt, int(filt_p.get("substeps", 1)))
+    f_true = true.rk4_function(dt, int(plant_p.get("substeps", 10)))
+    rm = load_model(residual_file, nominal.nx, nominal.nu)
+
+    def nom(u: np.ndarray) -> np.ndarray:
+        return np.asarray(f_nom(x_eq, u, w0)).reshape(-1)
+
+    def res(u: np.ndarray) -> np.ndarray:
+        out: np.ndarray = nom(u) + np.asarray(rm.net.spec.evaluate(x_eq, u, rm.net.theta()))[0]
+        return out
+
+    def tru(u: np.ndarray) -> np.ndarray:
+        return np.asarray(f_true(x_eq, u, w0)).reshape(-1)
+
+    return {name: (f(hi) - f(lo)).tolist() for name, f in (("nominal", nom), ("residual", res), ("true", tru))}
+
+
 def run(sections: dict[str, dict[str, Any]], constraints: Path, disturbances: Path, filt: str, seed: int,
         seconds: float, residual_file: Path | None, model_error: np.ndarray | None,
         transitions: list[tuple[np.ndarray, np.ndarray]] | None = None,
-        calls: list[tuple[np.ndarray, np.ndarray, float]] | None = None) -> dict[str, Any]:
+        calls: list[tuple[np.ndarray, np.ndarray, float]] | None = None,
+        mpsc_error: np.ndarray | None = None) -> dict[str, Any]:
     plant_p, ctrl_p = sections["plant"], sections["controller"]
     filt_p = _flatten(dict(sections.get("safety_filter", {})))
     system = plant_p["system"]
@@ -152,7 +225,7 @@ def run(sections: dict[str, dict[str, Any]], constraints: Path, disturbances: Pa
     task = make_task(nominal, ctrl_p.get("task", plant_p.get("task")))
     lqr = _flatten(ctrl_p)
     ctrl = LqrController(nominal, lqr["lqr.Q"], lqr["lqr.R"], dt)
-    settings, residual, theta = _filter_settings(filt_p, filt, nominal, residual_file, model_error)
+    settings, residual, theta = _filter_settings(filt_p, filt, nominal, residual_file, model_error, mpsc_error)
     safety = build_filter(settings, nominal, cons, residual, task)
     if theta is not None and filt != "none":
         safety.set_residual_weights(theta)
@@ -202,12 +275,12 @@ def run(sections: dict[str, dict[str, Any]], constraints: Path, disturbances: Pa
 
 
 def build_for(sections: dict[str, dict[str, Any]], constraints: Path, filt: str, residual_file: Path | None,
-              model_error: np.ndarray | None) -> Any:
+              model_error: np.ndarray | None, mpsc_error: np.ndarray | None = None) -> Any:
     """A fresh filter as `run` builds it."""
     plant_p, ctrl_p = sections["plant"], sections["controller"]
     nominal = systems.make(plant_p["system"])
     filt_p = _flatten(dict(sections.get("safety_filter", {})))
-    settings, residual, theta = _filter_settings(filt_p, filt, nominal, residual_file, model_error)
+    settings, residual, theta = _filter_settings(filt_p, filt, nominal, residual_file, model_error, mpsc_error)
     cons = load_constraints(constraints, nominal.nx, nominal.nu)
     task = make_task(nominal, ctrl_p.get("task", plant_p.get("task")))
     safety = build_filter(settings, nominal, cons, residual, task)
@@ -217,14 +290,14 @@ def build_for(sections: dict[str, dict[str, Any]], constraints: Path, filt: str,
 
 
 def timing(sections: dict[str, dict[str, Any]], constraints: Path, filt: str, residual_file: Path | None,
-           model_error: np.ndarray | None, calls: list[tuple[np.ndarray, np.ndarray, float]], repeats: int
-           ) -> dict[str, float]:
+           model_error: np.ndarray | None, calls: list[tuple[np.ndarray, np.ndarray, float]], repeats: int,
+           mpsc_error: np.ndarray | None = None) -> dict[str, float]:
     """The filter's own cost per call without the machine's preemption: seed 0's calls replayed
     through `repeats` fresh filters (the same inputs give the same warm starts), per call the
     fastest of the repeats; p50/p99/max of those (first call excluded)."""
     best = np.full(len(calls), np.inf)
     for _ in range(repeats):
-        safety = build_for(sections, constraints, filt, residual_file, model_error)
+        safety = build_for(sections, constraints, filt, residual_file, model_error, mpsc_error)
         for i, (x, u, t) in enumerate(calls):
             _, rep = safety.filter(x, u, t)
             best[i] = min(best[i], rep.solve_time_s * 1e3)
@@ -284,19 +357,28 @@ def main() -> int:
         model_error = measure_model_error(sections, constraints, disturbances, a.residual, seconds)
         top_scen["model_error"] = model_error.tolist()
         top_scen["residual"] = str(a.residual)
+        top_scen["input_response"] = input_response(sections, disturbances, a.residual, seconds)
         print(f"model_error (validation x {VALIDATION_FACTOR}): {np.round(model_error, 6).tolist()}")
+    mpsc_error = None
+    if "mpsc" in a.filters and _flatten(dict(sections.get("safety_filter", {}))).get("mpsc.offset_free", False):
+        mpsc_error = measure_offset_error(sections, constraints, disturbances, a.residual, seconds)
+        top_scen["mpsc_model_error"] = mpsc_error.tolist()
+        print(f"mpsc model_error (offset-free, validation x {VALIDATION_FACTOR}): {np.round(mpsc_error, 6).tolist()}")
     if "mpsc" in a.filters:
         # What MPSC is built around (the model's own steady state, the tube at the horizon).
-        top_scen["mpsc_design"] = build_for(sections, constraints, "mpsc", a.residual, model_error).design()
+        top_scen["mpsc_design"] = build_for(sections, constraints, "mpsc", a.residual, model_error,
+                                            mpsc_error).design()
     records = []
     t0 = time.perf_counter()
     timings: dict[str, Any] = {}
     for seed in range(a.first_seed, a.first_seed + a.seeds):
         for filt in a.filters:
             calls: list[tuple[np.ndarray, np.ndarray, float]] = []
-            r = run(sections, constraints, disturbances, filt, seed, seconds, a.residual, model_error, calls=calls)
+            r = run(sections, constraints, disturbances, filt, seed, seconds, a.residual, model_error, calls=calls,
+                    mpsc_error=mpsc_error)
             if seed == a.first_seed and filt != "none" and a.timing_repeats > 0:
-                timings[filt] = timing(sections, constraints, filt, a.residual, model_error, calls, a.timing_repeats)
+                timings[filt] = timing(sections, constraints, filt, a.residual, model_error, calls, a.timing_repeats,
+                                       mpsc_error)
                 print(f"{name} {filt} timing: {timings[filt]}", flush=True)
             r["scenario"] = name
             records.append(r)

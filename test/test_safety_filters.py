@@ -231,3 +231,62 @@ def test_mpsc_certifies_a_moving_quadrotor_by_a_plan_that_stops_anywhere_inside_
     assert rep_held.infeasible is False
     assert rep_held.intervention > 5e-3
     assert held._backup_xs[0] == 0.0
+
+
+def _offset_mpsc(model_error: Any = (), use_residual: bool = True, residual: ResidualSpec | None = None
+                 ) -> MpscFilter:
+    cons = load_constraints(REPO / "config/constraints/quadrotor_2d_flight.yaml", 6, 2)
+    cfg = MpscConfig(horizon=20, terminal_scale=1.0, Q_lqr=[0.1, 0.1, 1000.0, 10.0, 100.0, 1.0],
+                     R_lqr=[1000.0, 1000.0], iterations=2, offset_free=True, model_error=model_error,
+                     use_residual=use_residual)
+    return MpscFilter(QUAD, DT, cons, cfg, Margins(model_error=np.full(6, 0.5),
+                                                   disturbance=np.array([0.01, 0, 0.01, 0, 0, 0])),
+                      residual=residual, substeps=2)
+
+
+def test_mpsc_offset_free_plans_with_the_last_measured_error_and_its_own_margin() -> None:
+    """The vehicle sinks delta m/s per step more than the nominal model says. With offset_free the first
+    step (nothing measured yet) is reported, not certified; from the second on the plan predicts with
+    e_hat = x - x_hat (positions left out), the terminal set and its hover thrust are the corrected
+    model's, and the margin is mpsc.model_error plus twice the wrench's effect (not model_error)."""
+    delta = 0.01
+    f = _offset_mpsc(model_error=[0.0, 0.001, 0.0, 0.002, 0.0, 0.0])
+    mass, g = QUAD.params["mass"], QUAD.params["gravity"]
+    x = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+    u_hover = np.full(2, 0.5 * mass * g)
+    u0, rep0 = f.filter(x, u_hover, 0.0)
+    assert rep0.infeasible is True
+    assert rep0.fallback.startswith("no one-step prediction error measured yet (offset_free)")
+    x1 = np.asarray(f._rollout(x, u0, f._th)).reshape(-1)
+    assert f._last_pred == pytest.approx(x1, abs=1e-15)
+    x1[3] -= delta  # what the heavier vehicle does
+    x1[2] -= 0.003  # a position error is not carried into the prediction
+    assert f.offset(x1) == pytest.approx([0.0, 0.0, 0.0, -delta, 0.0, 0.0], abs=1e-15)
+    u1, rep1 = f.filter(x1, u_hover, DT)
+    assert rep1.infeasible is False
+    # Hovering against e_hat takes the thrust that makes up delta per step (pitch 0: z_dot is linear in u).
+    assert f._us_now == pytest.approx(np.full(2, 0.5 * mass * (g + delta / DT)), rel=1e-9)
+    # The plan's first predicted state is the model's step plus e_hat.
+    step = np.asarray(f._rollout(x1, u1, f._th)).reshape(-1)
+    assert f._pred_next == pytest.approx(step, abs=1e-15)
+    assert f._last_pred == pytest.approx(step, abs=1e-15)  # what the next step measures e_hat against
+    assert f._backup_x[0] == pytest.approx(step + np.array([0, 0, 0, -delta, 0, 0]), abs=1e-9)  # u_0 unrounded
+    # Margin: mpsc.model_error (the shared 0.5 is not used) + 2 |dF/dw| w_max.
+    d = f.one_step_margin(x1, u1)
+    assert d[3] == pytest.approx(0.002 + 2 * 0.01 * DT / mass, rel=1e-6)
+    assert d[1] == pytest.approx(0.001 + 2 * 0.01 * DT / mass, rel=1e-6)
+    f.reset()
+    _, rep = f.filter(x1, u_hover, 0.0)
+    assert rep.infeasible is True  # a reset forgets the measured error
+
+
+def test_mpsc_without_its_residual_plans_with_the_nominal_model_and_ignores_updates() -> None:
+    spec, theta = _sinking_residual(0.01)
+    f = _offset_mpsc(use_residual=False, residual=spec)
+    assert f.pm.residual is None
+    f.set_residual_weights(theta)  # accepted, not used
+    assert f.u_s == pytest.approx(QUAD.equilibrium()[1], abs=1e-12)
+    assert f.pm.theta.size == 0
+    with_res = _offset_mpsc(use_residual=True, residual=spec)
+    with_res.set_residual_weights(theta)
+    assert with_res.u_s[0] > QUAD.equilibrium()[1][0] + 1e-3

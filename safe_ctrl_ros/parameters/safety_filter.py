@@ -22,7 +22,8 @@ def _derive(v: Mapping[str, Any]) -> dict[str, Any]:
     model = model_of(v)
     nx, nu = model.nx, model.nu
     return {"model_error": [0.0] * nx, "cbf.R": [1.0] * nu, "mpsc.R": [1.0] * nu,
-            "mpsc.Q_lqr": [1.0] * nx, "mpsc.R_lqr": [1.0] * nu, "task.goal": model.equilibrium()[0].tolist()}
+            "mpsc.Q_lqr": [1.0] * nx, "mpsc.R_lqr": [1.0] * nu, "task.goal": model.equilibrium()[0].tolist(),
+            "mpsc.model_error": [0.0] * nx}
 
 
 SAFETY_FILTER = NodeSpec("safety_filter", (
@@ -65,6 +66,13 @@ SAFETY_FILTER = NodeSpec("safety_filter", (
               low=0.0, low_open=True),
     ParamSpec("mpsc.backoff", T.DOUBLE, _MPSC.backoff, "extra tightening inside the QP", low=0.0),
     ParamSpec("mpsc.iterations", T.INT, _MPSC.iterations, "Gauss-Newton steps per command (1: RTI)", low=1),
+    ParamSpec("mpsc.offset_free", T.BOOL, _MPSC.offset_free, "add the last measured one-step prediction error "
+              "to every stage of the plan (mpsc.model_error then bounds how far the error moves from it)"),
+    ParamSpec("mpsc.use_residual", T.BOOL, _MPSC.use_residual, "plan with the learned residual (false: the "
+              "nominal model; residual updates are accepted and not used by MPSC)"),
+    ParamSpec("mpsc.model_error", T.DOUBLE_ARRAY, None, "with offset_free: bound per state entry on how far the "
+              "one-step model error moves from the last measured one over the horizon (replaces model_error)",
+              derived="zeros (nx values)"),
     *TASK,
 ), families=(MODEL,), derive=_derive)
 

@@ -25,12 +25,14 @@ rows, e.g. a lower and an upper altitude, inside the band between them), times `
 
 (P = L'L: a box inside the terminal ellipsoid), with t_i(k) = sum_{j<k} |G_i A_cl^j| d the tube of
 the LQR-stabilized error (A_cl = A - B K, G the rows' state gradient) and u_bar the warm start (the
-last certified plan shifted, else the terminal LQR law rolled out). The terminal rows share one slack
+last certified plan shifted and completed by the terminal LQR law at its predicted x_N, else the
+terminal LQR law rolled out). The terminal rows share one slack
 of their own, so the QP always returns a plan. Solved by one real-time iteration: the condensed
 Gauss-Newton QP at u_bar, dense, with DAQP, in one CasADi call: u_bar rolled out on the full model,
 the nominal model's and the residual's Jacobians at every stage, condensed by the recursion
-S_{k+1} = A_k S_k + [0 B_k 0]. It is built in MX so the residual's MLP runs as dense matrix products
-(its SX expansion, one scalar operation per weight through every stage, was most of the cost); a
+S_{k+1} = A_k S_k + [0 B_k 0]. With a residual, linearization and certification are built in MX so
+the MLP runs as dense matrix products (its SX expansion, one scalar operation per weight through every
+stage, was most of the cost; without one they are SX functions, cheaper still); a
 residual linearized once per step (at x, u_p) was cheaper still but wrong far from u_p (the plan's
 thrusts are not the proposal's), and the certification then failed. `iterations` > 1 takes more
 Gauss-Newton steps only while the plan is not certified. The QP's u sequence is then certified on
@@ -39,6 +41,13 @@ terminal set. If it does not (or the QP failed), the step is infeasible and the 
 fallback applies: the next input of the last certified backup sequence with the tube's feedback,
 u_j - K (x - x_j), and once that is used up the terminal LQR law about that backup's x_s (before any
 plan was certified, about the steady state at the current position).
+
+Offset-free prediction (`offset_free`): every stage adds e_hat = x_k - x_hat_k, the last measured
+one-step prediction error (position entries left out), and the steady state moves by its linear
+sensitivity to e_hat; the margin is then `model_error` of MpscConfig (how far the error moves from
+e_hat within N steps) plus twice the wrench bound's effect (e_hat holds the last wrench). The first
+step of an episode, with nothing measured, is not certified. `use_residual: false` plans with the
+nominal model (+ e_hat) and ignores residual weights.
 """
 
 from __future__ import annotations
@@ -72,6 +81,7 @@ SNAP = 1e-5  # a first input this close to the proposal (relative to half the in
 REGULARIZATION = 1e-8  # on the whole input sequence: keeps the QP strictly convex
 RELAX = 1e9  # added to a terminal position row that does not apply (fixed terminal position)
 TERMINAL_POSITIONS = ("free", "current", "reference")
+POS_BACKOFF = 1e-4  # m: the terminal position rows' backoff in the QP
 EQ_ITERATIONS = 30  # Gauss-Newton steps of the steady-state solve
 
 
@@ -93,6 +103,16 @@ class MpscConfig:
     # "current" (the state's own: the backup has to stop and come back), or "reference" (the task's
     # reference at t + N dt). Every position is an equilibrium of these systems.
     terminal_position: str = "free"
+    # Offset-free prediction: every stage adds the last measured one-step prediction error
+    # e_hat = x_k - x_hat_k (x_hat_k the model's prediction of x_k from x_{k-1} and the applied input);
+    # `model_error` must then bound how far the model error moves from e_hat over the horizon.
+    offset_free: bool = False
+    # false: plan with the nominal model alone (learned residual weights are accepted and ignored)
+    use_residual: bool = True
+    # With offset_free: how far the one-step model error moves from the last measured one over the
+    # horizon, per state entry (nx values, empty = 0); it replaces the filter's `model_error`, which
+    # bounds the error itself. Unused without offset_free.
+    model_error: Any = ()
 
     def validate(self) -> None:
         if self.horizon < 2:
@@ -116,9 +136,14 @@ class MpscFilter:
                  task: Task | None = None) -> None:
         self.cfg = cfg = config or MpscConfig()
         cfg.validate()
+        if not cfg.use_residual:
+            residual = None
         self.pm = PredictionModel(model, dt, substeps, residual)
         self.model, self.task, self.dt, self.substeps = model, task, float(dt), int(substeps)
         self.margins = (margins or Margins()).resolved(model.nx)
+        if cfg.offset_free:
+            own = np.asarray(cfg.model_error, dtype=np.float64).reshape(-1)
+            self.margins = Margins(own, self.margins.disturbance).resolved(model.nx)
         self.nx, self.nu = model.nx, model.nu
         rows, self.u_low, self.u_high = split_constraints(constraints, model.nu, *model.input_bounds)
         self.x_eq, self.u_eq = model.equilibrium()
@@ -223,6 +248,11 @@ class MpscFilter:
         except (np.linalg.LinAlgError, ValueError) as exc:
             raise ConfigError(f"mpsc: no LQR for the prediction model at its steady state ({exc})") from exc
         self.x_s0, self.u_s, self.imbalance = xs, us, imbalance
+        self._us_now = us.copy()  # u_s with the current step's offset-free correction (none yet)
+        # Linear sensitivity of the steady state's unknowns (non-position x entries, u) to a constant
+        # correction e added to the model: J dz = -e, J = [A - I, B] of the nominal model (as for A, B).
+        jac = np.hstack([(ad - np.eye(self.nx))[:, self._free_x], bd])
+        self._ss_sens = -np.linalg.pinv(jac)
         self.P = 0.5 * (p + p.T)
         self.K = np.linalg.solve(self._r + bd.T @ self.P @ bd, bd.T @ self.P @ ad)
         self.P_inv = np.linalg.inv(self.P)
@@ -258,7 +288,10 @@ class MpscFilter:
 
     def one_step_margin(self, x: FloatArray, u: FloatArray) -> FloatArray:
         """d(x, u): model error + wrench effect + what the steady state leaves unbalanced."""
-        d = self._d(x, u, self.margins.model_error, self.margins.disturbance)
+        # With the offset-free correction e_hat holds the last step's wrench effect too: the wrench's
+        # share of the error is w_{k+j} - w_{k-1}, up to twice the bound.
+        wmax = self.margins.disturbance * (2.0 if self.cfg.offset_free else 1.0)
+        d = self._d(x, u, self.margins.model_error, wmax)
         out: FloatArray = np.asarray(d, dtype=np.float64).reshape(-1) + self.imbalance
         return out
 
@@ -283,13 +316,14 @@ class MpscFilter:
         xs[self.pos] = x[self.pos]
         return xs
 
-    def terminal_level(self, xs: FloatArray, tight: FloatArray) -> float:
+    def terminal_level(self, xs: FloatArray, tight: FloatArray, us: FloatArray | None = None) -> float:
         """Largest c with u_s - K dx inside the input bounds and the ellipsoid inside the tightened
         linear rows, times terminal_scale. With free positions a pair of opposite position rows
         limits c by the width of the band between them, a lone position row by its room at xs."""
         levels = []
+        us = self.u_s if us is None else us
         for j in range(self.nu):
-            room = min(self.u_high[j] - self.u_s[j], self.u_s[j] - self.u_low[j])
+            room = min(self.u_high[j] - us[j], us[j] - self.u_low[j])
             if np.isfinite(room) and self._kpk[j] > 0:
                 levels.append(max(room, 0.0) ** 2 / self._kpk[j])
         if self._lin_a.shape[0]:
@@ -339,42 +373,47 @@ class MpscFilter:
         soft_lin = ca.Function("mpsc_soft", [x, u], [soft, ca.jacobian(soft, x), ca.jacobian(soft, u)])
         hard_lin = ca.Function("mpsc_hard", [x, u], [hard, ca.jacobian(hard, u)])
         th = ca.MX.sym("th", nth)
+        res: ca.Function | None = None
+        res_jac: ca.Function | None = None
         if pm.residual is not None:
             xm, um = ca.MX.sym("x", nx), ca.MX.sym("u", nu)
             # The residual's own expression, in MX (its casadi calls take MX as well as SX).
             gm: Any = pm.residual.symbolic(cast(Any, xm), cast(Any, um), cast(Any, th))
             res = ca.Function("mpsc_g", [xm, um, th], [gm])
             res_jac = ca.Function("mpsc_g_jac", [xm, um, th], [ca.jacobian(gm, xm), ca.jacobian(gm, um)])
-        # The terminal LQR law rolled out on the model: the warm start when there is no certified plan.
-        xm0, xs_m, us_m, k_m = (ca.MX.sym("x", nx), ca.MX.sym("xs", nx), ca.MX.sym("us", nu),
-                                ca.MX.sym("K", nu, nx))
-        xk, plan = xm0, []
-        for _ in range(n):
-            uk = ca.fmin(ca.fmax(us_m - k_m @ (xk - xs_m), ca.DM(self.u_low)), ca.DM(self.u_high))
-            plan.append(uk)
-            xk = nom_f(xk, uk) + (res(xk, uk, th) if has_res else 0)
-        self._lqr_rollout = ca.Function("mpsc_lqr_rollout", [xm0, xs_m, us_m, k_m, th], [ca.horzcat(*plan)])
+
+        def model_step(xk: Any, uk: Any, ths: Any) -> Any:
+            """The prediction model's step, without the offset-free correction."""
+            return nom_f(xk, uk) + (res(xk, uk, ths) if res is not None else 0)
+
+        self._lqr_rollout = self._build_lqr_rollout(model_step, th)
         # Parameters: x0, u_p, x_s0 (positions 0), c, tightening (N ns), the terminal position rows'
-        # right-hand sides (b - t(N) - sqrt(c a'P^-1 a): nt), their relaxation (nt), P and L (column-major).
-        sizes = [nx, nu, nx, 1, ns * n, nt, nt, nx * nx, nx * nx]
-        p = ca.MX.sym("p", sum(sizes))
-        parts = ca.vertsplit(p, np.cumsum([0, *sizes]).tolist())
+        # right-hand sides (b - t(N) - sqrt(c a'P^-1 a): nt), their relaxation (nt), P and L (column-major),
+        # the offset-free correction e_hat (nx; zero without it).
+        sizes = [nx, nu, nx, 1, ns * n, nt, nt, nx * nx, nx * nx, nx]
+        # Linearization and certification as functions of their own: in SX without a residual (a few
+        # scalar operations per stage, evaluated far faster than an MX graph of small matrix products),
+        # in MX with one (its MLP as dense matrix products); the QP between them.
+        sym: Any = ca.MX if has_res else ca.SX
+        ths = th if has_res else sym.sym("th", nth)
+        ps = sym.sym("p", sum(sizes))
+        parts = ca.vertsplit(ps, np.cumsum([0, *sizes]).tolist())
         x0, up, xs0, c, tight, trhs, relax = parts[:7]
-        pmat, lmat = ca.reshape(parts[7], nx, nx), ca.reshape(parts[8], nx, nx)
-        ub, pz0 = ca.MX.sym("ubar", n * nu), ca.MX.sym("pz0", npos)
-        p_lo, p_hi = ca.MX.sym("p_lo", npos), ca.MX.sym("p_hi", npos)
+        ehat = parts[9]
+        lmat: Any = ca.reshape(parts[8], nx, nx)
+        ubs, pzs = sym.sym("ubar", n * nu), sym.sym("pz0", npos)
         ep = ca.DM(self._ep)
         lin_a = ca.DM(self._lin_a[self._pos_rows]) if nt else ca.DM(0, nx)
 
         def at_stage(k: int, block: Any, rows: int) -> Any:
             """`block` (rows x nu) in the columns of u_k of a (rows x N nu) matrix."""
-            return ca.horzcat(ca.MX(rows, k * nu), block, ca.MX(rows, (n - k - 1) * nu))
+            return ca.horzcat(sym(rows, k * nu), block, sym(rows, (n - k - 1) * nu))
 
         # Linearization at u_bar on the full model (the residual's Jacobian through its MLP at every stage).
-        xk, sens = x0, ca.MX(nx, n * nu)
+        xk, sens = x0, sym(nx, n * nu)
         soft_v, soft_j, hard_v, hard_j = [], [], [], []
         for k in range(n):
-            uk = ub[k * nu : (k + 1) * nu]
+            uk = ubs[k * nu : (k + 1) * nu]
             if k > 0 and ns:
                 g, g_x, g_u = soft_lin(xk, uk)
                 soft_v.append(g + tight[k * ns : (k + 1) * ns])
@@ -384,22 +423,32 @@ class MpscFilter:
                 hard_v.append(h)
                 hard_j.append(at_stage(k, h_u, nh))
             f, a_k, b_k = nom(xk, uk)
-            if has_res:
-                gx, gu = res_jac(xk, uk, th)
-                f, a_k, b_k = f + res(xk, uk, th), a_k + gx, b_k + gu
-            sens = ca.horzcat(a_k @ sens[:, : k * nu], b_k, ca.MX(nx, (n - k - 1) * nu))
+            if res is not None and res_jac is not None:
+                gx, gu = res_jac(xk, uk, ths)
+                f, a_k, b_k = f + res(xk, uk, ths), a_k + gx, b_k + gu
+            f = f + ehat
+            sens = ca.horzcat(a_k @ sens[:, : k * nu], b_k, sym(nx, (n - k - 1) * nu))
             xk = f
-        en = xk - xs0 - ep @ pz0
+        en = xk - xs0 - ep @ pzs
         # In the QP the terminal ellipsoid is replaced by the box |L (x_N - x_s)|_inf <= 0.99 sqrt(c / nx)
         # inside it: linear in x_N, so its linearization is never vacuous (the ellipsoid's is at its
         # centre); the certification checks the ellipsoid itself.
         half = 0.99 * ca.sqrt(ca.fmax(c, 0) / nx)
         box_v = ca.vertcat(lmat @ en - half, -lmat @ en - half)
         box_j = ca.vertcat(ca.horzcat(lmat @ sens, -lmat @ ep), ca.horzcat(-lmat @ sens, lmat @ ep))
-        pos_v = lin_a @ (xs0 + ep @ pz0) - trhs - relax if nt else ca.MX(0, 1)
-        pos_j = ca.horzcat(ca.MX(nt, n * nu), lin_a @ ep) if nt else ca.MX(0, n * nu + npos)
+        pos_v = lin_a @ (xs0 + ep @ pzs) - trhs - relax if nt else sym(0, 1)
+        pos_j = ca.horzcat(sym(nt, n * nu), lin_a @ ep) if nt else sym(0, n * nu + npos)
         rows0 = ca.vertcat(*soft_v, *hard_v, box_v, pos_v)
-        jac = ca.vertcat(*[ca.horzcat(j, ca.MX(j.shape[0], npos)) for j in soft_j + hard_j], box_j, pos_j)
+        jac = ca.vertcat(*[ca.horzcat(j, sym(j.shape[0], npos)) for j in soft_j + hard_j], box_j, pos_j)
+        lin = ca.Function("mpsc_lin", [ubs, pzs, ps, ths], [rows0, jac], {"cse": True} if not has_res else {})
+        certify = self._build_certify(sym, ps, parts, ths, model_step, soft_lin, hard_lin)
+
+        # The QP, in MX around the two.
+        p = ca.MX.sym("p", sum(sizes))
+        ub, pz0 = ca.MX.sym("ubar", n * nu), ca.MX.sym("pz0", npos)
+        p_lo, p_hi = ca.MX.sym("p_lo", npos), ca.MX.sym("p_hi", npos)
+        rows0, jac = lin(ub, pz0, p, th)
+        up = p[nx : nx + nu]
         n_soft, n_rows = (n - 1) * ns, rows0.shape[0]
         # QP in z = [u (N nu); p (npos); s (ns); s_N]: one slack per constraint row, shared by the
         # stages, and one for the terminal rows (so the QP always has a solution: a plan that misses
@@ -410,31 +459,57 @@ class MpscFilter:
         qp = ca.conic("mpsc_qp", "daqp", {"h": ca.DM(hdiag).sparsity(), "a": ca.Sparsity.dense(n_rows, nz)},
                       {"error_on_fail": False})
         zbar = ca.vertcat(ub, pz0)
-        backoff = np.r_[np.full(n_soft, cfg.backoff), np.zeros(n_rows - n_soft)]
+        # The terminal position rows are linear in p: a small backoff of their own keeps the QP's solution
+        # strictly inside them, so the certification's exact check does not fail on rounding.
+        backoff = np.r_[np.full(n_soft, cfg.backoff), np.zeros(n_rows - n_soft - nt), np.full(nt, POS_BACKOFF)]
         target = ca.vertcat(up, ub[nu:], pz0)  # u_0 = u_p, the rest of the backup = the warm start
         sol = qp(h=ca.DM(hdiag), g=ca.vertcat(-ca.DM(hdiag[:nup, :nup]) @ target, cfg.slack_l1 * ca.DM.ones(nsl)),
                  a=ca.horzcat(jac, ca.DM(slack_map)), lba=-ca.DM.inf(n_rows), uba=-rows0 - ca.DM(backoff) + jac @ zbar,
                  lbx=ca.vertcat(ca.repmat(ca.DM(self.u_low), n, 1), p_lo, ca.DM.zeros(nsl)),
                  ubx=ca.vertcat(ca.repmat(ca.DM(self.u_high), n, 1), p_hi, ca.DM.inf(nsl)))
         u_new, pz_new, slack = sol["x"][: n * nu], sol["x"][n * nu : nup], ca.mmax(sol["x"][nup:])
-        # Certification: the QP's inputs rolled out on the full model.
+        worst, term, x_pred_m = certify(u_new, pz_new, p, th)
+        self._solve = ca.Function("mpsc", [ub, pz0, p_lo, p_hi, p, th],
+                                  [u_new, pz_new, ca.vertcat(worst, term, slack), x_pred_m])
+
+    def _build_lqr_rollout(self, model_step: Any, th: Any) -> Any:
+        """The terminal LQR law rolled out on the model: the warm start when there is no certified plan."""
+        nx, nu = self.nx, self.nu
+        xm0, xs_m, us_m, k_m = (ca.MX.sym("x", nx), ca.MX.sym("xs", nx), ca.MX.sym("us", nu),
+                                ca.MX.sym("K", nu, nx))
+        xk, plan = xm0, []
+        for _ in range(self.cfg.horizon):
+            uk = ca.fmin(ca.fmax(us_m - k_m @ (xk - xs_m), ca.DM(self.u_low)), ca.DM(self.u_high))
+            plan.append(uk)
+            xk = model_step(xk, uk, th)
+        return ca.Function("mpsc_lqr_rollout", [xm0, xs_m, us_m, k_m, th], [ca.horzcat(*plan)])
+
+    def _build_certify(self, sym: Any, ps: Any, parts: list[Any], ths: Any, model_step: Any, soft_lin: Any,
+                       hard_lin: Any) -> Any:
+        """Certification: the QP's inputs rolled out on the full model (with the correction e_hat):
+        (u, p, parameters, theta) -> (worst tightened row, terminal e'Pe - c, predicted states)."""
+        nx, nu, ns, nh, n, npos = self.nx, self.nu, self.ns, self.nh, self.cfg.horizon, self.npos
+        nt = len(self._pos_rows)
+        x0, _, xs0, c, tight, trhs, relax = parts[:7]
+        pmat, ehat = ca.reshape(parts[7], nx, nx), parts[9]
+        ep = ca.DM(self._ep)
+        us_, pz_ = sym.sym("u", n * nu), sym.sym("pz", npos)
         xk, x_pred, cert = x0, [x0], []
         for k in range(n):
-            uk = u_new[k * nu : (k + 1) * nu]
+            uk = us_[k * nu : (k + 1) * nu]
             if k > 0 and ns:
                 cert.append(soft_lin(xk, uk)[0] + tight[k * ns : (k + 1) * ns])
             if nh:
                 cert.append(hard_lin(xk, uk)[0])
-            xk = nom_f(xk, uk) + (res(xk, uk, th) if has_res else 0)
+            xk = model_step(xk, uk, ths) + ehat
             x_pred.append(xk)
-        en = xk - xs0 - ep @ pz_new
+        en = xk - xs0 - ep @ pz_
         term = en.T @ pmat @ en - c
         if nt:
-            cert.append(lin_a @ (xs0 + ep @ pz_new) - trhs - relax)
-        rows_c = ca.vertcat(*cert) if cert else ca.MX(0, 1)
-        worst = ca.mmax(rows_c) if rows_c.shape[0] else ca.MX(-np.inf)
-        self._solve = ca.Function("mpsc", [ub, pz0, p_lo, p_hi, p, th],
-                                  [u_new, pz_new, ca.vertcat(worst, term, slack), ca.horzcat(*x_pred)])
+            cert.append(ca.DM(self._lin_a[self._pos_rows]) @ (xs0 + ep @ pz_) - trhs - relax)
+        rows_c = ca.vertcat(*cert) if cert else sym(0, 1)
+        worst = ca.mmax(rows_c) if rows_c.shape[0] else sym(-np.inf)
+        return ca.Function("mpsc_cert", [us_, pz_, ps, ths], [worst, term, ca.horzcat(*x_pred)])
 
     # --- runtime --------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -443,10 +518,16 @@ class MpscFilter:
         self._backup: FloatArray | None = None  # (N-1, nu): the certified inputs for the next steps
         self._backup_x: FloatArray = np.zeros((0, self.nx))
         self._backup_xs = self.x_s0.copy()
+        self._plan_xn = self.x_s0.copy()  # the last certified plan's predicted x_N
+        self._last_pred: FloatArray | None = None  # the model's prediction of the next state (offset_free)
+        self._pred_next: FloatArray | None = None  # this step's x_1 of the certified input (no correction)
+        self._us_now = self.u_s.copy()  # u_s with this step's correction
         self._used = 0
         self._certified_last = False
 
     def set_residual_weights(self, theta: ArrayLike) -> None:
+        if not self.cfg.use_residual:
+            return  # this MPSC plans with the nominal model (use_residual: false)
         old = self.pm.theta
         self.pm.set_residual_weights(theta)
         self._th = ca.DM(self.pm.theta)
@@ -458,7 +539,7 @@ class MpscFilter:
         self._plan = None
 
     def _lqr_law(self, x: FloatArray, xs: FloatArray) -> FloatArray:
-        u: FloatArray = np.clip(self.u_s - self.K @ (x - xs), self.u_low, self.u_high)
+        u: FloatArray = np.clip(self._us_now - self.K @ (x - xs), self.u_low, self.u_high)
         return u
 
     @staticmethod
@@ -479,25 +560,62 @@ class MpscFilter:
                 np.asarray(x_dm, dtype=np.float64).T, worst, term, slack)
 
     def _guess(self, x: FloatArray, xs: FloatArray, warm: bool = True) -> FloatArray:
-        """Warm start: the previous plan shifted, else the terminal LQR law rolled out."""
+        """Warm start: the previous certified plan shifted and completed by the terminal LQR law at its
+        predicted x_N (the candidate of the recursive-feasibility argument), else the terminal LQR law
+        rolled out."""
         if warm and self._plan is not None:
-            return np.vstack([self._plan[1:], self._plan[-1:]])
-        plan = np.asarray(self._lqr_rollout(x, xs, self.u_s, self.K, self._th), dtype=np.float64).T
+            last = self._lqr_law(self._plan_xn, self._backup_xs)
+            return np.vstack([self._plan[1:], last])
+        plan = np.asarray(self._lqr_rollout(x, xs, self._us_now, self.K, self._th), dtype=np.float64).T
         if not np.all(np.isfinite(plan)):
             plan = np.tile(self.u_s, (self.cfg.horizon, 1))
         return plan
 
     def _params(self, x: FloatArray, up: FloatArray, xs: FloatArray, c: float, tight: FloatArray,
-                tight_n: FloatArray) -> FloatArray:
+                tight_n: FloatArray, ehat: FloatArray) -> FloatArray:
         rows = self._pos_rows
         trhs = np.zeros(0)
         if rows:
             ext = np.sqrt(max(c, 0.0) * self._apa[rows])
             trhs = self._lin_b[rows] - tight_n[[self._lin_rows[i] for i in rows]] - ext
         relax = np.full(len(rows), 0.0 if self.cfg.terminal_position == "free" else RELAX)
-        return np.concatenate([x, up, xs, [c], tight, trhs, relax, self.P.ravel(order="F"), self.L.ravel(order="F")])
+        return np.concatenate([x, up, xs, [c], tight, trhs, relax, self.P.ravel(order="F"), self.L.ravel(order="F"),
+                               ehat])
+
+    def offset(self, x: FloatArray) -> FloatArray:
+        """e_hat: the last one-step prediction error (zero without offset_free or without a last step)."""
+        if not self.cfg.offset_free or self._last_pred is None:
+            return np.zeros(self.nx)
+        e: FloatArray = x - self._last_pred
+        e[self.pos] = 0.0  # positions: a constant offset there would make x_s drift (v_s = -e_p / dt)
+        return e
+
+    def _shifted_steady_state(self, xs: FloatArray, ehat: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(x_s, u_s, imbalance) of the model with the correction e_hat: x_s's non-position entries and
+        u_s moved by the steady state's linear sensitivity to e_hat; what that leaves unbalanced."""
+        if not np.any(ehat):
+            return xs, self.u_s, np.zeros(self.nx)
+        dz = self._ss_sens @ ehat
+        nf = len(self._free_x)
+        xs = xs.copy()
+        xs[self._free_x] += dz[:nf]
+        us = np.clip(self.u_s + dz[nf:], self.u_low, self.u_high)
+        nxt = np.asarray(self._rollout(xs, us, self._th), dtype=np.float64).reshape(-1) + ehat
+        return xs, us, np.abs(nxt - xs) - self.imbalance
 
     def filter(self, x: ArrayLike, u_proposed: ArrayLike, t: float) -> tuple[FloatArray, FilterReport]:
+        self._pred_next = None
+        u, rep = self._filter(x, u_proposed, t)
+        xv = np.asarray(x, dtype=np.float64).reshape(-1)
+        if self.cfg.offset_free and xv.size == self.nx and np.all(np.isfinite(xv)) and np.all(np.isfinite(u)):
+            # The model's prediction of the next state from this one and the applied input.
+            self._last_pred = (self._pred_next if self._pred_next is not None else
+                               np.asarray(self._rollout(xv, u, self._th), dtype=np.float64).reshape(-1))
+        else:
+            self._last_pred = None
+        return u, rep
+
+    def _filter(self, x: ArrayLike, u_proposed: ArrayLike, t: float) -> tuple[FloatArray, FilterReport]:
         start = time.perf_counter()
         self.steps += 1
         xv, up, problem = check_inputs(self.nx, self.nu, x, u_proposed)
@@ -505,18 +623,23 @@ class MpscFilter:
             return self._fallback(None, up, f"{problem}: ", start)
         up_used = self.u_s.copy() if problem else up
         n = self.cfg.horizon
-        xs = self.steady_state(t, xv)
-        d = self.one_step_margin(xv, up_used)
+        if self.cfg.offset_free and self._last_pred is None:
+            return self._fallback(xv, up, "no one-step prediction error measured yet (offset_free): ", start)
+        ehat = self.offset(xv)
+        xs, self._us_now, shift_imb = self._shifted_steady_state(self.steady_state(t, xv), ehat)
+        d = self.one_step_margin(xv, up_used) + np.maximum(shift_imb, 0.0)
         tight = self._tube_k @ d
         tight_n = self._tube_n @ d
-        c = self.terminal_level(xs, tight_n)
-        p = self._params(xv, up_used, xs - self._ep @ xs[self.pos] if self.pos else xs, c, tight, tight_n)
+        c = self.terminal_level(xs, tight_n, self._us_now)
+        p = self._params(xv, up_used, xs - self._ep @ xs[self.pos] if self.pos else xs, c, tight, tight_n, ehat)
         pz0 = xs[self.pos]
         free = self.cfg.terminal_position == "free"
         p_lo = np.full(self.npos, -np.inf) if free else pz0
         p_hi = np.full(self.npos, np.inf) if free else pz0
-        warm = self._plan is not None and self._certified_last
-        guess = self._guess(xv, xs, warm)
+        if self._plan is not None and self._certified_last:
+            guess = self._guess(xv, xs, True)
+        else:
+            guess = self._guess(xv, xs, False)
         for _ in range(self.cfg.iterations):
             plan, pz, x_plan, worst, term, slack = self._attempt(guess, pz0, p_lo, p_hi, p)
             if self._is_certified(plan, pz, worst, term):
@@ -524,8 +647,8 @@ class MpscFilter:
             # Not certified: one more Gauss-Newton step from this plan (from the terminal LQR law
             # rolled out if the QP failed).
             guess = np.clip(plan, self.u_low, self.u_high) if np.all(np.isfinite(plan)) else self._guess(xv, xs, False)
+        finite = bool(np.all(np.isfinite(plan)) and np.all(np.isfinite(pz)))
         if not self._is_certified(plan, pz, worst, term):
-            finite = bool(np.all(np.isfinite(plan)) and np.all(np.isfinite(pz)))
             why = "QP failed" if not finite else f"backup not certified (constraint {worst:.3g}, terminal {term:.3g})"
             return self._fallback(xv, up, f"{problem + '; ' if problem else ''}{why}: ", start, slack)
         self._certified_last = True
@@ -535,23 +658,24 @@ class MpscFilter:
         u = plan[0].copy()
         self._backup = plan[1:].copy()
         self._backup_x = x_plan[1:n].copy()
+        self._plan_xn = x_plan[n].copy()
         self._backup_xs = xs.copy()
         if self.pos:
             self._backup_xs[self.pos] = pz
         self._used = 0
         self._plan = plan
-        active = self._active(xv, u, tight)
+        self._pred_next = np.asarray(self._rollout(xv, u, self._th), dtype=np.float64).reshape(-1)
+        active = self._active(self._pred_next + ehat, u, tight)
         rep = make_report(self.name, up, u, active, max(slack, 0.0), bool(problem),
                           f"{problem}: equilibrium input certified" if problem else "", time.perf_counter() - start)
         self.interventions += rep.intervened
         self.infeasible_steps += rep.infeasible
         return u, rep
 
-    def _active(self, x: FloatArray, u: FloatArray, tight: FloatArray) -> list[str]:
+    def _active(self, x1: FloatArray, u: FloatArray, tight: FloatArray) -> list[str]:
         """Rows the first predicted state x_1 is within 1e-6 of (after tightening)."""
         if not self.ns:
             return []
-        x1 = np.asarray(self._rollout(x, u, self._th), dtype=np.float64).reshape(-1)
         g = np.concatenate([c.values(x1, u) for c in self.soft])
         return [self.row_names[i] for i in np.flatnonzero(g + tight[self.ns : 2 * self.ns] + self.cfg.backoff >= -1e-6)]
 
