@@ -40,6 +40,11 @@ SAFETY_FILTER = NodeSpec("safety_filter", (
     ParamSpec("model_error", T.DOUBLE_ARRAY, None, "one-step model error bound per state entry "
               "(the residual's validation error)", derived="zeros (nx values)"),
     ParamSpec("diagnostics_period", T.DOUBLE, 1.0, "wall s between /diagnostics", low=0.0, low_open=True),
+    ParamSpec("adapter.sync", T.BOOL, False, "an adapter runs: follow its round schedule as the controller does "
+              "(lockstep: a round's model swapped in at its due state, a proposal there waits for it)"),
+    ParamSpec("adapter.sync_timeout", T.DOUBLE, 3.0, "wall s to wait for a round's status or model before going on "
+              "without waiting (an error: the run is no longer reproducible); below the plant's command_timeout",
+              low=0.0, low_open=True),
     ParamSpec("cbf.gamma", T.DOUBLE, _CBF.gamma, "discrete CBF rate: B(x+) >= (1 - gamma) B(x)",
               low=0.0, high=1.0, low_open=True),
     ParamSpec("cbf.alpha", T.DOUBLE, _CBF.alpha, "1/s: B = dh/dt + alpha h for relative degree two",
@@ -76,7 +81,7 @@ SAFETY_FILTER = NodeSpec("safety_filter", (
     *TASK,
 ), families=(MODEL,), derive=_derive)
 
-_NODE_ONLY = {"system", "constraints_file", "model_file", "diagnostics_period"}
+_NODE_ONLY = {"system", "constraints_file", "model_file", "diagnostics_period", "adapter.sync", "adapter.sync_timeout"}
 
 
 def build_safety_filter(v: Mapping[str, Any]) -> tuple[SafetyFilter, ResidualSpec | None, FloatArray | None]:
