@@ -105,12 +105,14 @@ def test_flagship_without_adapter_same_seed_same_bag(tmp_path: Path) -> None:
 
 def test_flagship_with_adapter_same_seed_same_bag_other_seed_other_bag(tmp_path: Path) -> None:
     # Rounds every 0.2 s in force 0.2 s later, and small batches, so that updates land within 3 s.
+    # With the CBF safety filter between controller and plant, predicting with the residual the
+    # adapter updates: it too must swap each model in at its round's due (adapter.sync).
     params = params_file(tmp_path, "quadrotor_2d_flagship.yaml", {
         "batch_size": 32, "min_val": 10, "update_period": 0.2, "round_delay": 0.2, "steps_per_update": 10})
-    a = record(tmp_path, FLAGSHIP, "a", params, "duration:=3.0")
+    a = record(tmp_path, FLAGSHIP, "a", params, "duration:=3.0", "safety_filter:=cbf")
     # The same run with the learner at a lower scheduling priority: its rounds end later in wall
     # time, which in lockstep changes nothing but how long the loop waits for them.
-    b = record(tmp_path, FLAGSHIP, "b", params, "duration:=3.0", "adapter_nice:=10")
+    b = record(tmp_path, FLAGSHIP, "b", params, "duration:=3.0", "safety_filter:=cbf", "adapter_nice:=10")
     c = record(tmp_path, FLAGSHIP, "c", params, "duration:=3.0", "seed:=5")
     assert differences(a, b) == []
     other = differences(a, c)
@@ -133,6 +135,10 @@ def test_flagship_with_adapter_same_seed_same_bag_other_seed_other_bag(tmp_path:
     assert len(landed) >= 2
     for m in landed:
         assert next(t for t, used in in_use if used == m.version) == _ns(m.due)
+    filtered = [(_stamp(s), s.model_version) for s in messages(a, "safety_filter/status")]
+    assert sorted({t for t, _ in filtered}) == [t for t, _ in in_use]  # every step certified (re-sends repeat)
+    for m in landed:  # the filter swapped the same updates in at the same states
+        assert next(t for t, used in filtered if used == m.version) == _ns(m.due)
     # The offline re-trainer runs the node's round loop on the bag: the same versions, to the last weight.
     from safe_ctrl_ros.bag.retrain import node_params, read_transitions
     from safe_ctrl_ros.learning.model_file import load_model
