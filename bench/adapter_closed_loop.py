@@ -31,6 +31,11 @@ committed flagship (config/disturbances/quadrotor_2d_gusts.yaml: its two gusts a
 its 0.005 N periodic breeze at 0.2 Hz along x, seeded phase; its mass change is the plant's
 MASS_SCALE, checked to be the same).
 
+A residual model with previous_input (e.g. config/models/quadrotor_2d_residual_prev_input.npz,
+--model; safe_ctrl_ros.control.residual) makes the NMPC predict with the command applied the step
+before, and each transition handed to the adapter carries it (the episode's first: none, so the
+adapter uses u_k).
+
 Offset-free NMPC (--disturbance-gain G ...): each gain flies every variant; gain 0 is the NMPC as
 configured by default (labels as above), a gain G > 0 adds the disturbance estimate of
 safe_ctrl_ros.control.nmpc (NmpcConfig.disturbance_gain, on the velocity states) and labels the
@@ -158,8 +163,8 @@ def train_worker(conn: Connection, model: Path, cfg: AdapterConfig, steps_per_ro
     adapter = OnlineAdapter(load_model(model, 6, 2), systems.make("quadrotor_2d"), cfg)
     conn.send("started")
     while (batch := conn.recv()) is not None:
-        for x, u, x_next in batch:
-            adapter.add(x, u, x_next)
+        for x, u, x_next, u_prev in batch:
+            adapter.add(x, u, x_next, u_prev)  # u_prev: for a residual with previous_input (else unused)
         step_ms = None
         if adapter.ready:
             t0 = time.perf_counter()
@@ -201,7 +206,8 @@ def run(variant: str, seed: int, seconds: float, round_period: float, steps_per_
     steps, every = round(seconds / DT), round(round_period / DT)
     errors, solve_ms, cpu_ms, adapting, train_ms, estimates = [], [], [], [], [], []
     violations = versions = restarts = 0
-    batch: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    batch: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []
+    u_prev: np.ndarray | None = None  # the command applied the step before (None at the first step)
     pending = training = False
     for k in range(steps):
         x = plant.x.copy()
@@ -218,7 +224,8 @@ def run(variant: str, seed: int, seconds: float, round_period: float, steps_per_
         if conn is None:
             continue
         # With the estimate: the residual's target x_next - F(x, u) without the d it was predicted with.
-        batch.append((x, result.u, x_next - result.disturbance if subtract else x_next))
+        batch.append((x, result.u, x_next - result.disturbance if subtract else x_next, u_prev))
+        u_prev = result.u.copy()
         if k % every == every - 1:
             if pending:  # the proposal from the round before, trained while this round flew
                 ready, theta, step_ms, restarts = conn.recv()

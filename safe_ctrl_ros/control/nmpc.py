@@ -28,6 +28,15 @@ with u_{k-1} the command that solve returned (`note_applied` replaces it when an
 out) and theta the weights in use now. A constant offset c on those states is then estimated
 without bias (d -> c, error shrinking by (1 - gain) per step). With gain 0 (the default) there is
 no d: the NLP and every result are those of the controller without the option.
+
+Previous command (a residual with `previous_input`, safe_ctrl_ros.control.residual): the residual
+is g_theta(x_k, u_k, u_{k-1}), so stage k's prediction uses stage k-1's input. To keep the stage
+structure HPIPM and fatrop exploit (each gap links only stage k and k+1), the stage state is
+augmented to z_k = [x_k; u_{k-1}] with z_{k+1} = [F(x_k, u_k) + g_theta(x_k, u_k, u_{k-1}); u_k];
+u_{-1} is a parameter: the last applied command (the command the last solve returned, or what
+`note_applied` gave; when there is none from exactly one dt before, e.g. at the first solve or
+after a failed one, the reference input u_ref_0). Costs and constraints act on x_k only. Without
+the option the NLP is exactly as before (no extra states or parameters).
 Solvers (docs/CONTROLLERS.md has the measured timings):
 - rti_hpipm (default): Gauss-Newton real-time iteration as one CasADi function: linearize at the
   shifted previous solution, solve the stage-structured QP with HPIPM, take the full step
@@ -200,6 +209,12 @@ class Nmpc:
         self.disturbance_states = self._disturbance_states()
         self._d: FloatArray = np.zeros(len(self.disturbance_states))
         self._last: tuple[float, FloatArray, FloatArray] | None = None  # (t, x, u) of the last solve
+        # previous_input: the stage state is [x; u_prev] (module docstring); nz its size.
+        self.previous_input = bool(residual is not None and residual.previous_input)
+        self.nz = nx + (nu if self.previous_input else 0)
+        self._applied: tuple[float, FloatArray] | None = None  # (t, command) last applied
+        self._last_prev: FloatArray = np.zeros(nu)  # the u_prev the last solve predicted with
+        self._solve_t: float | None = None  # the time of the last solve
         self._build()
         self.u_low, self.u_high = model.input_bounds
         self.reset()
@@ -233,15 +248,16 @@ class Nmpc:
     # --- problem --------------------------------------------------------------------------------
     def _build(self) -> None:
         cfg, m = self.cfg, self.model
-        nx, nu, ns, n = m.nx, m.nu, self.ns, cfg.horizon
+        nx, nu, ns, n, nz, prev = m.nx, m.nu, self.ns, cfg.horizon, self.nz, self.previous_input
         rk4 = m.rk4_function(cfg.dt, cfg.rk4_substeps)
-        xs, us = ca.SX.sym("x", nx), ca.SX.sym("u", nu)
+        xs, us, ups = ca.SX.sym("x", nx), ca.SX.sym("u", nu), ca.SX.sym("u_prev", nu)
         ntheta = self.theta.size
         theta = ca.SX.sym("theta", ntheta)
         f_next = rk4(xs, us, ca.DM.zeros(WRENCH_SIZE))
         if self.residual is not None:
-            f_next = f_next + self.residual.symbolic(xs, us, theta)
-        self.step_fn = ca.Function("F", [xs, us, theta], [f_next])
+            f_next = f_next + self.residual.symbolic(xs, us, theta, *([ups] if prev else []))
+        # (x, u, theta) -> x_next; with previous_input (x, u, theta, u_prev).
+        self.step_fn = ca.Function("F", [xs, us, theta, *([ups] if prev else [])], [f_next])
         soft_expr = ca.vertcat(*[_constraint_expr(c, xs, us) for c in self.soft]) if self.soft else ca.SX(0, 1)
         hard_expr = ca.vertcat(*[_constraint_expr(c, xs, us) for c in self.hard]) if self.hard else ca.SX(0, 1)
         soft_fn = ca.Function("soft", [xs, us], [soft_expr])
@@ -253,58 +269,61 @@ class Nmpc:
         p_ur = ca.SX.sym("ur", nu, n)
         nd = len(self.disturbance_states)
         p_d = ca.SX.sym("d", nd)
-        offset = ca.SX.zeros(nx)
+        p_up = ca.SX.sym("u_prev", nu if prev else 0)
+        offset = ca.SX.zeros(nz)
         for j, i in enumerate(self.disturbance_states):
             offset[i] = p_d[j]
-        X = [ca.SX.sym(f"x{k}", nx) for k in range(n + 1)]
+        X = [ca.SX.sym(f"x{k}", nz) for k in range(n + 1)]
         V = [ca.SX.sym(f"v{k}", nu + ns) for k in range(n)]
         w, g, lbg, ubg, lbw, ubw = [], [], [], [], [], []
         kinds: list[str] = []  # per g row: gap | init | soft | hard
         cost = ca.SX(0)
         for k in range(n + 1):
-            e = X[k] - p_xr[:, k]
+            xk = X[k][:nx] if prev else X[k]
+            e = xk - p_xr[:, k]
             if k == n:
                 w.append(X[k])
-                lbw += [-np.inf] * nx
-                ubw += [np.inf] * nx
+                lbw += [-np.inf] * nz
+                ubw += [np.inf] * nz
                 cost += e.T @ ca.DM(self.P) @ e
                 break
             u, s = V[k][:nu], V[k][nu:]
             w += [X[k], V[k]]
-            lbw += [-np.inf] * nx + list(self.model.input_bounds[0]) + [0.0] * ns
-            ubw += [np.inf] * nx + list(self.model.input_bounds[1]) + [np.inf] * ns
+            lbw += [-np.inf] * nz + list(self.model.input_bounds[0]) + [0.0] * ns
+            ubw += [np.inf] * nz + list(self.model.input_bounds[1]) + [np.inf] * ns
             du = u - p_ur[:, k]
             cost += e.T @ ca.DM(self.Q) @ e + du.T @ ca.DM(self.R) @ du
             if ns:
                 cost += cfg.slack_l1 * ca.sum1(s) + cfg.slack_l2 * ca.sumsqr(s)
             # gap_k, then path_k (x_0 = x0 at stage 0; soft rows; hard input rows)
-            x_next = self.step_fn(X[k], u, theta)
+            # with previous_input z_{k+1} = [F(x_k, u_k) + g(x_k, u_k, u_{k-1}); u_k]
+            x_next = ca.vertcat(self.step_fn(xk, u, theta, X[k][nx:]), u) if prev else self.step_fn(X[k], u, theta)
             g.append(X[k + 1] - (x_next + offset if nd else x_next))
-            lbg += [0.0] * nx
-            ubg += [0.0] * nx
-            kinds += ["gap"] * nx
+            lbg += [0.0] * nz
+            ubg += [0.0] * nz
+            kinds += ["gap"] * nz
             path = []
             if k == 0:
-                path.append(X[0] - p_x0)
-                lbg += [0.0] * nx
-                ubg += [0.0] * nx
-                kinds += ["init"] * nx
+                path.append(X[0] - (ca.vertcat(p_x0, p_up) if prev else p_x0))
+                lbg += [0.0] * nz
+                ubg += [0.0] * nz
+                kinds += ["init"] * nz
             if ns:
-                path.append(soft_fn(X[k], u) + cfg.constraint_backoff - s)
+                path.append(soft_fn(xk, u) + cfg.constraint_backoff - s)
                 lbg += [-np.inf] * ns
                 ubg += [0.0] * ns
                 kinds += ["soft"] * ns
             if nh:
-                path.append(hard_fn(X[k], u))
+                path.append(hard_fn(xk, u))
                 lbg += [-np.inf] * nh
                 ubg += [0.0] * nh
                 kinds += ["hard"] * nh
             g += path
         self.w, self.g = ca.vertcat(*w), ca.vertcat(*g)
-        self.p = ca.vertcat(p_x0, ca.vec(p_xr), ca.vec(p_ur), theta, *([p_d] if nd else []))
+        self.p = ca.vertcat(p_x0, ca.vec(p_xr), ca.vec(p_ur), theta, *([p_d] if nd else []), *([p_up] if prev else []))
         self.lbw, self.ubw = np.array(lbw), np.array(ubw)
         self.lbg, self.ubg = np.array(lbg), np.array(ubg)
-        self.stage = nx + nu + ns
+        self.stage = nz + nu + ns
         nlp = {"x": self.w, "f": cost, "g": self.g, "p": self.p}
         self._check = self._make_check(kinds)
         self._cost_fn = ca.Function("cost", [self.w, self.p], [cost])
@@ -323,6 +342,9 @@ class Nmpc:
         parts = [ca.mmax(ca.fmax(ca.DM(self.lbw) - w, 0) + ca.fmax(w - ca.DM(self.ubw), 0))]
         hard = [i for i, k in enumerate(kinds) if k == "hard"]
         parts.append(ca.mmax(ca.fabs(w[: self.model.nx] - self.p[: self.model.nx])))  # x_0 = x0
+        if self.previous_input:  # u_{-1} = the applied command (the last parameters)
+            nu = self.model.nu
+            parts.append(ca.mmax(ca.fabs(w[self.model.nx : self.nz] - self.p[self.p.shape[0] - nu :])))
         if hard:
             parts.append(ca.mmax(ca.fmax(g[hard] - ca.DM(self.ubg[hard]), 0)))
         first_gap = ca.mmax(ca.fabs(g[: self.model.nx]))
@@ -366,7 +388,7 @@ class Nmpc:
     def _hpipm_options(self, nh: int) -> dict[str, Any]:
         """HPIPM with the stage sizes given by hand. The absolute-form "speed_abs" mode was the
         fastest in bench/mpc_solve.py and as accurate here (same closed-loop RMSE)."""
-        nx, n = self.model.nx, self.cfg.horizon
+        nx, n = self.nz, self.cfg.horizon  # the stage state (x, and u_prev with previous_input)
         return {
             "N": n, "nx": [nx] * (n + 1), "nu": [self.nv] * n + [0],
             "ng": [nx + self.ns + nh] + [self.ns + nh] * (n - 1) + [0],
@@ -442,9 +464,10 @@ class Nmpc:
         self._last = None
 
     def reset_disturbance(self) -> None:
-        """Disturbance estimate back to zero, last step forgotten (a new episode)."""
+        """Disturbance estimate back to zero, last step and last applied command forgotten (a new episode)."""
         self._d = np.zeros(len(self.disturbance_states))
         self._last = None
+        self._applied = None
 
     @property
     def disturbance(self) -> FloatArray:
@@ -456,8 +479,19 @@ class Nmpc:
     def note_applied(self, u: ArrayLike) -> None:
         """The command that actually went out after the last solve, when it was not that solve's
         (a fallback, a safety filter): the next estimate update predicts with it."""
+        applied = as_vector(u, self.model.nu, "applied command")
         if self._last is not None:
-            self._last = (self._last[0], self._last[1], as_vector(u, self.model.nu, "applied command"))
+            self._last = (self._last[0], self._last[1], applied)
+        if self.previous_input and self._solve_t is not None:
+            self._applied = (self._solve_t, applied.copy())
+
+    def previous_command(self, t: float, u_ref0: FloatArray) -> FloatArray:
+        """u_{-1} for a solve at time t (previous_input): the command applied one dt before (half a
+        dt of tolerance), else the reference input u_ref0."""
+        last = self._applied
+        if last is None or abs(t - last[0] - self.cfg.dt) > 0.5 * self.cfg.dt:
+            return np.asarray(u_ref0, dtype=np.float64).copy()
+        return last[1].copy()
 
     def _update_disturbance(self, x: FloatArray, t: float) -> None:
         """One filter step from the last step's prediction error (module docstring); skipped when
@@ -466,7 +500,8 @@ class Nmpc:
         if last is None or abs(t - last[0] - self.cfg.dt) > 0.5 * self.cfg.dt:
             return
         idx = list(self.disturbance_states)
-        pred = np.asarray(self.step_fn(last[1], last[2], self._theta_dm), dtype=np.float64).reshape(-1)
+        prev = [self._last_prev] if self.previous_input else []
+        pred = np.asarray(self.step_fn(last[1], last[2], self._theta_dm, *prev), dtype=np.float64).reshape(-1)
         error = x[idx] - pred[idx] - self._d
         if np.all(np.isfinite(error)):
             self._d = self._d + self.cfg.disturbance_gain * error
@@ -478,15 +513,22 @@ class Nmpc:
         self.theta = as_vector(theta, self.residual.num_params, "residual weights")
         self._theta_dm = ca.DM(self.theta)
 
-    def _initial_guess(self, x0: FloatArray, u_ref: FloatArray) -> FloatArray:
-        n, nx, nu = self.cfg.horizon, self.model.nx, self.model.nu
+    def _initial_guess(self, x0: FloatArray, u_ref: FloatArray, u_prev: FloatArray | None = None) -> FloatArray:
+        """The warm start, or a cold start at x0 and the reference inputs (with previous_input each
+        stage's u_prev the input before it: u_prev, default u_ref_0, at stage 0)."""
+        n, nx, nu, nz = self.cfg.horizon, self.model.nx, self.model.nu, self.nz
         if self._w0 is not None:
             return self._w0
         w0 = np.zeros(self.w.shape[0])
         for k in range(n):
             w0[k * self.stage : k * self.stage + nx] = x0
-            w0[k * self.stage + nx : k * self.stage + nx + nu] = u_ref[k]
-        w0[n * self.stage :] = x0
+            if self.previous_input:
+                w0[k * self.stage + nx : k * self.stage + nz] = u_ref[k - 1] if k else (
+                    u_ref[0] if u_prev is None else u_prev)
+            w0[k * self.stage + nz : k * self.stage + nz + nu] = u_ref[k]
+        w0[n * self.stage : n * self.stage + nx] = x0
+        if self.previous_input:
+            w0[n * self.stage + nx :] = u_ref[n - 1]
         return w0
 
     def _shift(self, w: FloatArray, lam: ca.DM) -> None:
@@ -495,7 +537,7 @@ class Nmpc:
         stages = w[: n * st].reshape(n, st)
         x_n = w[n * st :]
         shifted = np.vstack([stages[1:], stages[-1:]])
-        shifted[-1, : self.model.nx] = x_n
+        shifted[-1, : self.nz] = x_n
         self._w0 = np.concatenate([shifted.reshape(-1), x_n])
         self._lam_g = lam
 
@@ -503,7 +545,7 @@ class Nmpc:
         """The multipliers shifted by one stage as `_shift` shifts w. Rows of g: stage 0 is
         [gap_0, init, path_0], stage k > 0 [gap_k, path_k]; x_0 = x0 (g = x_0 - x0) gets minus the
         old first gap's multiplier (g = x_1 - F(x_0, u_0)): both are the costate of the new x_0."""
-        st, n, nx = self.stage, self.cfg.horizon, self.model.nx
+        st, n, nx = self.stage, self.cfg.horizon, self.nz  # nz: the stage state, as the gap rows
         lx = np.asarray(lam_x, dtype=np.float64).reshape(-1)
         stages = lx[: n * st].reshape(n, st)
         shifted = np.vstack([stages[1:], stages[-1:]])
@@ -567,17 +609,22 @@ class Nmpc:
             self._update_disturbance(x0v, t)
             update_s = time.perf_counter() - start
         parts = [x0v, x_ref.reshape(-1), u_ref[:n].reshape(-1), self.theta, *([self._d] if estimating else [])]
+        u_prev = self.previous_command(t, u_ref[0]) if self.previous_input else None
+        self._solve_t = float(t)
+        if u_prev is not None:
+            parts.append(u_prev)
         p = np.concatenate(parts)
-        w0 = self._initial_guess(x0v, u_ref)
+        w0 = self._initial_guess(x0v, u_ref, u_prev)
         start = time.perf_counter()
         call = self._call_rti if self.cfg.solver == "rti_hpipm" else self._call_nlpsol
         w, lam_x, lam_g, cost, status, ok, iterations, step_norm = call(w0, p)
         finite = bool(np.all(np.isfinite(w)))
         elapsed = time.perf_counter() - start + update_s  # the check is part of the controller's time
         stages = w[: n * self.stage].reshape(n, self.stage)
-        x_pred = np.vstack([stages[:, :nx], w[n * self.stage :][None, :]])
-        u_pred = stages[:, nx : nx + nu]
-        slack = stages[:, nx + nu :]
+        nz = self.nz
+        x_pred = np.vstack([stages[:, :nx], w[n * self.stage : n * self.stage + nx][None, :]])
+        u_pred = stages[:, nz : nz + nu]
+        slack = stages[:, nz + nu :]
         u = np.clip(u_pred[0], self.u_low, self.u_high) if finite else u_pred[0]
         if ok and finite:
             self._shift(w, lam_g)
@@ -586,8 +633,13 @@ class Nmpc:
                 self._lam_x, self._lam_g = self._shift_duals(lam_x, lam_g)
             if estimating:
                 self._last = (float(t), x0v.copy(), u.copy())
+                if u_prev is not None:
+                    self._last_prev = u_prev
+            if self.previous_input:
+                self._applied = (float(t), u.copy())
         else:
             self.reset()
+            self._applied = None  # the fallback's command is not known here (note_applied gives it)
         return NmpcResult(
             u=u,
             x_pred=x_pred,

@@ -4,6 +4,14 @@ The primary law is the NMPC (or LQR). For one step the supervisor falls back to 
 configured safe command, when the state is unusable, the solver fails, its result is non-finite,
 it misses its deadline, or a safety request asks for it; the next step tries the primary law again,
 so it recovers by itself. Every step yields a `StepReport` for the status topic.
+
+New residual weights (`set_residual_weights`: an adapter's update or rollback) switch bumplessly:
+they are a parameter of the NMPC, so the switch needs no rebuild and keeps its warm start (the
+shifted plan and multipliers); with `blend_steps` N > 0 the weights move from the ones in force to
+the new ones over the next N solves, theta_old + (j / N) (theta_new - theta_old) at the j-th, so
+the prediction, and with it the command, changes in N small steps rather than one
+(docs/CONTROLLERS.md, measured in test/test_bumpless.py). A new update during a blend starts from
+the weights in force at that step.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ class SupervisedController:
         fallback: FallbackMode = FallbackMode.LQR,
         safe_command: ArrayLike | None = None,
         deadline_s: float = 0.0,
+        blend_steps: int = 0,
     ) -> None:
         self.model, self.task, self.lqr, self.nmpc = model, task, lqr, nmpc
         self.fallback = fallback
@@ -64,6 +73,40 @@ class SupervisedController:
             raise ConfigError(f"deadline must be >= 0 s, got {deadline_s}")
         self.deadline_s = deadline_s
         self.fallbacks_total = 0
+        if blend_steps < 0:
+            raise ConfigError(f"blend_steps must be >= 0, got {blend_steps}")
+        self.blend_steps = int(blend_steps)
+        self._blend: tuple[FloatArray, FloatArray, int] | None = None  # (from, to, solves done)
+
+    def set_residual_weights(self, theta: ArrayLike) -> None:
+        """New residual weights for the NMPC, in force bumplessly (module docstring); ConfigError
+        when this controller has no residual or the weights do not fit it."""
+        if self.nmpc is None or self.nmpc.residual is None:
+            raise ConfigError("this controller has no residual model")
+        target = as_vector(theta, self.nmpc.residual.num_params, "residual weights")
+        if self.blend_steps == 0:
+            self._blend = None
+            self.nmpc.set_residual_weights(target)
+            return
+        self._blend = (self.nmpc.theta.copy(), target, 0)
+
+    @property
+    def blending(self) -> bool:
+        """Whether a switch of residual weights is under way."""
+        return self._blend is not None
+
+    def _advance_blend(self) -> None:
+        """The weights of this solve when a blend is under way (each solve attempt is one step)."""
+        if self._blend is None or self.nmpc is None:
+            return
+        old, new, done = self._blend
+        done += 1
+        if done >= self.blend_steps:
+            self.nmpc.set_residual_weights(new)
+            self._blend = None
+            return
+        self.nmpc.set_residual_weights(old + (done / self.blend_steps) * (new - old))
+        self._blend = (old, new, done)
 
     @property
     def kind(self) -> str:
@@ -94,6 +137,10 @@ class SupervisedController:
             report.fallback_reason = f"{report.fallback_reason}; {reason}" if report.fallback_reason else reason
             report.fallback_active = True
             report.u = self.safe_command.copy()
+        if report.fallback_active and self.nmpc is not None:
+            # what went out instead of the NMPC's answer: its disturbance estimate and its previous
+            # input (residual.previous_input) go on from the command actually applied
+            self.nmpc.note_applied(report.u)
         return report
 
     def _compute(self, x: ArrayLike, t: float, force_fallback: str) -> StepReport:
@@ -113,6 +160,7 @@ class SupervisedController:
             report.u = self.lqr(xv, x_ref[0], u_ref[0])
             report.solve_time_s = time.perf_counter() - start
             return report
+        self._advance_blend()
         result = self.nmpc.solve(xv, t)
         report.solver = self.nmpc.cfg.solver
         report.solve_time_s, report.iterations = result.solve_time_s, result.iterations

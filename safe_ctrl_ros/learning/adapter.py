@@ -2,10 +2,13 @@
 
 Transitions are split deterministically: every `val_every`-th goes to a held-out validation
 buffer, the rest to the training buffer (both fixed-size rings). A new model version is offered
-only when the validation loss beats the best published one by `margin` (relative). The last good
-versions are kept so that a rollback goes back exactly. When to train, on which transitions, and when
-to roll back (on request, or when violations rise after an update) is the round loop's
-(safe_ctrl_ros.learning.rounds), shared by the adapter node and the offline re-trainer.
+only when the validation loss beats the best published one by `margin` (relative) and the
+candidate passes the checks on the newest transitions in the controller's form (multi-step
+prediction error, Jacobian size: safe_ctrl_ros.learning.validation). The last good versions are
+kept, with their checks, so that a rollback goes back exactly, to a verified one. When to train,
+on which transitions, and when to roll back (on request, or when violations rise after an update)
+is the round loop's (safe_ctrl_ros.learning.rounds), shared by the adapter node and the offline
+re-trainer.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+import casadi as ca
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -22,6 +26,7 @@ from safe_ctrl_ros.learning.fixed_point import W_LIMIT, QuantizedMLP, bias_scale
 from safe_ctrl_ros.learning.memory import TrainingMemory, training_memory
 from safe_ctrl_ros.learning.model_file import ResidualModel
 from safe_ctrl_ros.learning.trainers import Backprop, ForwardGradientConfig, Fp32ForwardGradient, QzoFfTrainer
+from safe_ctrl_ros.learning.validation import JACOBIAN, ROLLOUT, CheckConfig, Checker, CheckResult, Recent
 from safe_ctrl_ros.systems.base import WRENCH_SIZE, FloatArray, SymbolicModel
 
 Method = Literal["qzo_ff", "fg_fp32", "bp"]
@@ -29,7 +34,8 @@ METHODS = ("qzo_ff", "fg_fp32", "bp")
 
 
 class Ring:
-    """A fixed-size buffer of transitions (x, u, target)."""
+    """A fixed-size buffer of transitions (x, u, target); u is the network's control inputs: [u, u_prev]
+    (2 nu columns) for a residual with previous_input."""
 
     def __init__(self, capacity: int, nx: int, nu: int) -> None:
         self.x = np.zeros((capacity, nx))
@@ -53,6 +59,13 @@ class Version:
     number: int
     net: QuantizedMLP
     val_loss: float
+    # The checks it passed before it went out (validation.py); None: published without them (checks
+    # off), so not verified: a rollback does not go back to it.
+    checks: CheckResult | None = None
+
+    @property
+    def verified(self) -> bool:
+        return self.checks is not None and self.checks.passed
 
 
 @dataclass
@@ -78,6 +91,9 @@ class AdapterConfig:
     # configured one freezes the adapter instead (on the newest version; it trains and offers no
     # more versions, and says why: `frozen_reason`).
     min_lr_scale: float = 1.0 / 64.0
+    # The checks on the newest transitions, in the controller's form, a candidate passes after the
+    # validation guard before it goes out (safe_ctrl_ros.learning.validation).
+    checks: CheckConfig = field(default_factory=CheckConfig)
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -90,6 +106,7 @@ class AdapterConfig:
             raise ConfigError(f"adapter diverge_factor must be 0 (off) or > 1, got {self.diverge_factor}")
         if not 0.0 < self.min_lr_scale <= 1.0:
             raise ConfigError(f"adapter min_lr_scale must be in (0, 1], got {self.min_lr_scale}")
+        self.checks.validate()
 
 
 def _requantize(net: QuantizedMLP, theta: FloatArray) -> QuantizedMLP:
@@ -110,6 +127,12 @@ def _requantize(net: QuantizedMLP, theta: FloatArray) -> QuantizedMLP:
     return out
 
 
+def _first_inputs(step: ca.Function, nx: int, nu: int) -> ca.Function:
+    """(x, [u, u_prev], w) -> step(x, u, w): the nominal model on a previous-input ring's rows."""
+    x, uu, w = ca.SX.sym("x", nx), ca.SX.sym("u", 2 * nu), ca.SX.sym("w", WRENCH_SIZE)
+    return ca.Function("F_prev_input", [x, uu, w], [step(x, uu[:nu], w)])
+
+
 class OnlineAdapter:
     def __init__(self, start: ResidualModel, nominal: SymbolicModel, config: AdapterConfig | None = None,
                  substeps: int = 1) -> None:
@@ -121,11 +144,13 @@ class OnlineAdapter:
                               f"{nominal.nx}, {nominal.nu}")
         self.nominal = nominal
         self.step_fn = nominal.rk4_function(start.dt, substeps)
+        if spec.previous_input:  # it takes the network's control inputs [u, u_prev], uses u (F is nominal)
+            self.step_fn = _first_inputs(self.step_fn, nominal.nx, nominal.nu)
         self.scale = start.loss_scale
         self.net = start.net.copy()
         self.start_net = start.net.copy()
-        self.train_buf = Ring(cfg.buffer_size, nominal.nx, nominal.nu)
-        self.val_buf = Ring(max(cfg.buffer_size // (cfg.val_every - 1), cfg.min_val), nominal.nx, nominal.nu)
+        self.train_buf = Ring(cfg.buffer_size, nominal.nx, spec.n_u_in)
+        self.val_buf = Ring(max(cfg.buffer_size // (cfg.val_every - 1), cfg.min_val), nominal.nx, spec.n_u_in)
         self.seen = 0
         self.outliers = 0
         self.rng = np.random.default_rng(cfg.seed)
@@ -141,6 +166,13 @@ class OnlineAdapter:
         self.frozen = False  # by the divergence backoff's floor (a hand or safety freeze is the round loop's)
         self.frozen_reason = ""
         self.last_train_loss = float("nan")
+        # The checks before publishing: the newest transitions in order, the candidates failing each.
+        ring_u = self.train_buf.u.shape[1]
+        self.recent = Recent(cfg.checks.window + cfg.checks.horizon + 1, nominal.nx, ring_u)
+        self.checker = Checker(cfg.checks, spec, self.step_fn, self.scale)
+        self.failed_checks = {ROLLOUT: 0, JACOBIAN: 0}
+        self.last_check: CheckResult | None = None  # of the last candidate that passed the guard
+        self.rejected_by = ""  # why the last proposal offered no version: "validation" or the checks failed
 
     def _make_trainer(self) -> QzoFfTrainer | Fp32ForwardGradient | Backprop:
         """A trainer starting from self.net, at the current step-size scale; after a restart its
@@ -171,14 +203,23 @@ class OnlineAdapter:
         return self._passes_before + int(self.trainer.forward_passes)
 
     # --- data -------------------------------------------------------------------------------------
-    def add(self, x: ArrayLike, u: ArrayLike, x_next: ArrayLike) -> bool:
+    def add(self, x: ArrayLike, u: ArrayLike, x_next: ArrayLike, u_prev: ArrayLike | None = None) -> bool:
+        """One transition (x_k, u_k, x_k+1); for a residual with previous_input also u_prev = u_k-1,
+        the command applied the step before (None: not known, e.g. an episode's first step; then
+        u_k is used: the command held). Without the option u_prev is ignored."""
         xv, uv, xn = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (x, u, x_next))
         if xv.size != self.nominal.nx or uv.size != self.nominal.nu or xn.size != self.nominal.nx:
             return False
         if not (np.all(np.isfinite(xv)) and np.all(np.isfinite(uv)) and np.all(np.isfinite(xn))):
             return False
+        inputs = uv
+        if self.net.spec.previous_input:
+            pv = uv if u_prev is None else np.asarray(u_prev, dtype=np.float64).reshape(-1)
+            if pv.size != self.nominal.nu or not np.all(np.isfinite(pv)):
+                return False
+            inputs = np.concatenate([uv, pv])
         with np.errstate(over="ignore", invalid="ignore"):
-            target = xn - np.asarray(self.step_fn(xv, uv, np.zeros(WRENCH_SIZE))).reshape(-1)
+            target = xn - np.asarray(self.step_fn(xv, inputs, np.zeros(WRENCH_SIZE))).reshape(-1)
         # A non-finite target (the nominal model overflows on a huge, finite state) is an outlier
         # even with outlier_scales 0: one NaN in the buffer would make every loss NaN.
         far = self.cfg.outlier_scales > 0 and np.any(np.abs(target) > self.cfg.outlier_scales * self.scale)
@@ -186,7 +227,9 @@ class OnlineAdapter:
             self.outliers += 1
             return False
         self.seen += 1
-        (self.val_buf if self.seen % self.cfg.val_every == 0 else self.train_buf).add(xv, uv, target)
+        (self.val_buf if self.seen % self.cfg.val_every == 0 else self.train_buf).add(xv, inputs, target)
+        buf = self.val_buf if self.seen % self.cfg.val_every == 0 else self.train_buf
+        self.recent.add(xv, buf.u[(buf.head - 1) % buf.capacity], xn)  # the network's inputs as the ring has them
         return True
 
     @property
@@ -227,6 +270,7 @@ class OnlineAdapter:
         Like with like: both losses are taken on the same validation transitions, the buffer as it
         is now. A loss from an earlier, smaller buffer would make new hard data (gusts) look like a
         divergence, or hide a real improvement."""
+        self.rejected_by = ""
         if self.frozen or not self.ready:
             return None
         reference = self.val_loss(self.reference())
@@ -234,14 +278,34 @@ class OnlineAdapter:
         net = self.current_net()
         loss = self.val_loss(net)
         if loss < reference * (1.0 - self.cfg.margin):
+            checks = self.check(net)
+            if checks is not None and not checks.passed:
+                # Not published; the trainer goes on from these weights (the next round proposes again).
+                for name in checks.failed:
+                    self.failed_checks[name] += 1
+                self.rejected_by = ", ".join(checks.failed)
+                return None
             self.best_val = loss
-            version = Version(len(self.history) + 1, net.copy(), loss)
+            version = Version(len(self.history) + 1, net.copy(), loss, checks)
             self.history.append(version)
             return version
+        self.rejected_by = "validation"
         factor = self.cfg.diverge_factor
         if factor and not loss <= factor * reference:
             self._diverged(loss, reference)
         return None
+
+    def check(self, net: QuantizedMLP) -> CheckResult | None:
+        """The checks of `net` against the model in force on the newest transitions (None: checks off)."""
+        if not self.cfg.checks.enabled:
+            return None
+        self.last_check = self.checker.check(net.theta(), self.reference().theta(), self.recent)
+        return self.last_check
+
+    @property
+    def verified_versions(self) -> list[int]:
+        """The versions a rollback may go back to: the start model (0) and those that passed the checks."""
+        return [0, *(v.number for v in self.history if v.verified)]
 
     def _diverged(self, loss: float, reference: float) -> None:
         """Restart from the newest version at half the step size, or freeze at the backoff's floor."""
@@ -260,10 +324,13 @@ class OnlineAdapter:
         self._restart_from(self.reference())  # at the new step size, with new perturbation seeds
 
     def rollback(self) -> Version | None:
-        """Drop the newest version and return the one before it (None: back to the start model)."""
+        """Drop the newest version and go back to the newest verified one before it (versions published
+        without the checks are dropped on the way); None: back to the start model."""
         if not self.history:
             return None
         self.history.pop()
+        while self.history and not self.history[-1].verified:
+            self.history.pop()
         previous = self.history[-1] if self.history else None
         back_to = self.reference()
         self.best_val = self.val_loss(back_to)
@@ -278,7 +345,7 @@ class OnlineAdapter:
         other thread allocates (the adapter node does so before it spins): tracemalloc counts every
         thread's allocations."""
         if batch is None:
-            n, nx, nu = self.cfg.batch_size, self.nominal.nx, self.nominal.nu
+            n, nx, nu = self.cfg.batch_size, self.nominal.nx, self.net.spec.n_u_in
             batch = Batch(np.zeros((n, nx)), np.zeros((n, nu)), np.zeros((n, nx)))
         self.memory = training_memory(self.trainer, batch)
         return self.memory

@@ -13,7 +13,7 @@ from safe_ctrl_ros.systems.base import FloatArray, SymbolicModel
 @dataclass
 class Batch:
     x: FloatArray  # (n, nx)
-    u: FloatArray  # (n, nu)
+    u: FloatArray  # (n, nu); (n, 2 nu) [u, u_prev] for a residual with previous_input
     target: FloatArray  # (n, nx): x_next - F_nominal(x, u)
 
     def __len__(self) -> int:
@@ -25,14 +25,18 @@ class Batch:
 
 
 def residual_targets(
-    model: SymbolicModel, x: ArrayLike, u: ArrayLike, x_next: ArrayLike, dt: float, substeps: int = 1
+    model: SymbolicModel, x: ArrayLike, u: ArrayLike, x_next: ArrayLike, dt: float, substeps: int = 1,
+    u_prev: ArrayLike | None = None,
 ) -> Batch:
-    """What the nominal one-step prediction (the NMPC's own RK4) misses, per transition."""
+    """What the nominal one-step prediction (the NMPC's own RK4) misses, per transition; with
+    u_prev (the command before each u, for a residual with previous_input) the batch's inputs are
+    [u, u_prev] (the target does not depend on it: F is the nominal model's)."""
     xs, us, xn = (np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in (x, u, x_next))
     step = model.rk4_function(dt, substeps)
     w0 = np.zeros(6)
     pred = np.array([np.asarray(step(xi, ui, w0)).reshape(-1) for xi, ui in zip(xs, us, strict=True)])
-    return Batch(xs, us, xn - pred)
+    inputs = us if u_prev is None else np.hstack([us, np.atleast_2d(np.asarray(u_prev, dtype=np.float64))])
+    return Batch(xs, inputs, xn - pred)
 
 
 def normalized_mse(pred: FloatArray, target: FloatArray, scale: FloatArray) -> float:

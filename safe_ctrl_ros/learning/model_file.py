@@ -2,7 +2,11 @@
 
 Keys: system, dt, hidden, activation, in_gain, out_gain, weights (int16, tensor order W_1, b_1, ...),
 scales (one per tensor), a_scale (activation scale per layer input), loss_scale (the per-state
-normalization of the training loss), meta (JSON text: seed, data, losses).
+normalization of the training loss), meta (JSON text: seed, data, losses); optional
+previous_input (bool; written only when true, so files without the option are unchanged): the
+residual's inputs are [x; u; u_prev] (safe_ctrl_ros.control.residual), in_gain has nx + 2 nu entries.
+`extend_previous_input` turns a model without the option into one with it by zero weight columns
+for u_prev: the same function, exactly (`safe-ctrl-pretrain --extend-previous-input FILE`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from safe_ctrl_ros.control.residual import ResidualSpec
+from safe_ctrl_ros.control.residual import ResidualSpec, zero_previous_columns
 from safe_ctrl_ros.errors import ConfigError
 from safe_ctrl_ros.learning.fixed_point import W_MAX, QuantizedMLP
 from safe_ctrl_ros.systems import SYSTEM_NAMES
@@ -35,18 +39,21 @@ def save_model(path: str | Path, model: ResidualModel) -> None:
     spec = model.net.spec
     file = Path(path)
     file.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, NDArray[Any]] = {
+        "system": np.array(model.system), "dt": np.array(model.dt), "hidden": np.array(spec.hidden, dtype=np.int64),
+        "activation": np.array(spec.activation), "in_gain": spec.in_gain, "out_gain": spec.out_gain,
+        "weights": model.net.int_weights(), "scales": np.array(model.net.scales()),
+        "a_scale": np.array(model.net.a_scale), "loss_scale": model.loss_scale,
+        "meta": np.array(json.dumps(model.meta, sort_keys=True)),
+    }
+    if spec.previous_input:  # only then: a file without the option is byte for byte what it was
+        arrays["previous_input"] = np.array(True)
     with file.open("wb") as fh:  # a file object: np.savez would otherwise add ".npz" to any name
-        np.savez(
-            fh,
-            system=np.array(model.system), dt=np.array(model.dt), hidden=np.array(spec.hidden, dtype=np.int64),
-            activation=np.array(spec.activation), in_gain=spec.in_gain, out_gain=spec.out_gain,
-            weights=model.net.int_weights(), scales=np.array(model.net.scales()),
-            a_scale=np.array(model.net.a_scale), loss_scale=model.loss_scale,
-            meta=np.array(json.dumps(model.meta, sort_keys=True)),
-        )
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy types the keywords as allow_pickle
 
 
 KEYS = ("system", "dt", "hidden", "activation", "in_gain", "out_gain", "weights", "scales", "a_scale", "loss_scale")
+OPTIONAL = ("meta", "previous_input")
 SCALE_RANGE = (1e-30, 1e30)  # quantization scales: their products and ratios stay far from 0 and inf
 
 
@@ -93,9 +100,9 @@ def load_model(path: str | Path, nx: int | None = None, nu: int | None = None) -
             d = {k: data[k] for k in data.files}
     except Exception as exc:  # numpy and zipfile raise many kinds on a damaged file
         raise ConfigError(f"{where} cannot be read: {exc}") from exc
-    unknown = set(d) - {*KEYS, "meta"}
+    unknown = set(d) - {*KEYS, *OPTIONAL}
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted([*KEYS, 'meta'])}")
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted([*KEYS, *OPTIONAL])}")
     missing = set(KEYS) - set(d)
     if missing:
         raise ConfigError(f"{where} lacks {sorted(missing)}")
@@ -105,10 +112,17 @@ def load_model(path: str | Path, nx: int | None = None, nu: int | None = None) -
     dt = float(_numbers(d, "dt", where, 0, low=1e-9))
     out_gain = _numbers(d, "out_gain", where).astype(np.float64)
     in_gain = _numbers(d, "in_gain", where).astype(np.float64)
+    previous = False
+    if "previous_input" in d:
+        flag = d["previous_input"]
+        if flag.dtype.kind != "b" or flag.ndim != 0:
+            raise ConfigError(f"{where}: key 'previous_input': expected a boolean, got {flag.dtype} {flag.shape}")
+        previous = bool(flag)
     n_x = out_gain.size
-    n_u = in_gain.size - n_x
-    if n_x < 1 or n_u < 1:
-        raise ConfigError(f"{where}: keys 'in_gain', 'out_gain': expected nx + nu and nx >= 1 numbers with nu >= 1, "
+    n_u, rest = divmod(in_gain.size - n_x, 2 if previous else 1)
+    if n_x < 1 or n_u < 1 or rest:
+        inputs = "nx + 2 nu (previous_input)" if previous else "nx + nu"
+        raise ConfigError(f"{where}: keys 'in_gain', 'out_gain': expected {inputs} and nx >= 1 numbers with nu >= 1, "
                           f"got {in_gain.size} and {n_x}")
     if (nx is not None and nx != n_x) or (nu is not None and nu != n_u):
         raise ConfigError(f"{where} is for nx={n_x}, nu={n_u} (sizes of 'out_gain', 'in_gain'); "
@@ -116,7 +130,7 @@ def load_model(path: str | Path, nx: int | None = None, nu: int | None = None) -
     hidden = tuple(int(h) for h in _numbers(d, "hidden", where, low=1, high=4096, integer=True))
     activation = _text(d, "activation", where)
     try:
-        spec = ResidualSpec(n_x, n_u, hidden, activation, in_gain, out_gain)
+        spec = ResidualSpec(n_x, n_u, hidden, activation, in_gain, out_gain, previous)
     except ConfigError as exc:
         raise ConfigError(f"{where}: key 'activation': {exc}") from exc
     n_tensors = 2 * len(spec.shapes)
@@ -137,3 +151,18 @@ def load_model(path: str | Path, nx: int | None = None, nu: int | None = None) -
         if not isinstance(meta, dict):
             raise ConfigError(f"{where}: key 'meta': expected a JSON object, got {type(meta).__name__}")
     return ResidualModel(system, dt, net, loss_scale, meta)
+
+
+def extend_previous_input(model: ResidualModel) -> ResidualModel:
+    """The model with u_prev inputs added (ResidualSpec.previous_input): zero integer weight columns
+    for them (in_gain as u's), every other tensor and scale as it was, so its outputs (integer and
+    float) are exactly the model's for any u_prev. A model that has the option is returned as is."""
+    spec = model.net.spec
+    if spec.previous_input:
+        return model
+    net = model.net
+    w = [zero_previous_columns(spec, net.w[0]), *(t.copy() for t in net.w[1:])]
+    extended = QuantizedMLP(spec.with_previous_input(), w, [b.copy() for b in net.b], list(net.w_scale),
+                            list(net.b_scale), list(net.a_scale))
+    meta = {**model.meta, "previous_input": "extended by zero weight columns (extend_previous_input)"}
+    return ResidualModel(model.system, model.dt, extended, model.loss_scale.copy(), meta)

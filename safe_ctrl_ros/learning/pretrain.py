@@ -7,6 +7,17 @@ around nominal, flown by LQR tracking a random circle or figure-8 with explorati
 commands. Targets are what the controller's nominal one-step prediction misses. The network is
 trained with Adam, then quantized to 16w8a (activation scales calibrated on the training inputs).
 Deterministic: the same arguments give the same file, byte for byte.
+
+    safe-ctrl-pretrain --extend-previous-input config/models/quadrotor_2d_residual.npz \
+        --out config/models/quadrotor_2d_residual_prev_input.npz
+
+writes that model with the previous command u_{k-1} as extra inputs (ResidualSpec.previous_input)
+and zero weights on them: the starting function is exactly the pretrained one, for the adapter to
+learn what depends on u_{k-1} (a plant's actuator lag) on board. No training. With
+`--loss-scale INDEX FACTOR` (repeatable) the training loss's scale of a state is multiplied by
+FACTOR: the adapter's loss weighting and outlier bound change, the network's function does not
+(config/models/quadrotor_2d_residual_prev_input_mujoco.npz: `--loss-scale 5 20`, the pitch rate,
+whose one-step error on the MuJoCo plant with rotor lag is far beyond the pretraining data's; docs/HIL.md).
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ from safe_ctrl_ros.env import SafeControlEnv
 from safe_ctrl_ros.errors import ConfigError
 from safe_ctrl_ros.learning.data import Batch, residual_targets
 from safe_ctrl_ros.learning.fixed_point import QuantizedMLP
-from safe_ctrl_ros.learning.model_file import ResidualModel, save_model
+from safe_ctrl_ros.learning.model_file import ResidualModel, extend_previous_input, load_model, save_model
 from safe_ctrl_ros.learning.trainers import Backprop
 
 # What the residual sees: velocities, attitude, rates and inputs (positions do not change the
@@ -128,7 +139,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dt", type=float, default=0.02)
     parser.add_argument("--mass-range", type=float, nargs=2, default=[0.7, 1.6])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--extend-previous-input", type=Path, default=None, metavar="MODEL",
+                        help="write MODEL with zero-weight u_prev inputs added instead of pretraining")
+    parser.add_argument("--from-model", type=Path, default=None, metavar="MODEL",
+                        help="write MODEL as it is but for --loss-scale (no training, no new inputs)")
+    parser.add_argument("--loss-scale", type=float, nargs=2, action="append", default=[], metavar=("INDEX", "FACTOR"),
+                        help="with --extend-previous-input or --from-model: state INDEX's loss scale times FACTOR")
     opts = parser.parse_args(argv)
+    source = opts.extend_previous_input or opts.from_model
+    if source is not None:
+        try:
+            extended = load_model(source)
+            if opts.extend_previous_input is not None:
+                extended = extend_previous_input(extended)
+            scale = extended.loss_scale.copy()
+            for index, factor in opts.loss_scale:
+                if not (float(index).is_integer() and 0 <= index < scale.size and np.isfinite(factor) and factor > 0):
+                    raise ConfigError(f"--loss-scale {index:g} {factor:g}: a state index 0..{scale.size - 1} "
+                                      "and a factor > 0 are required")
+                scale[int(index)] *= factor
+        except ConfigError as exc:
+            print(f"safe-ctrl-pretrain: error: {exc}", file=sys.stderr)
+            return 2
+        extended.loss_scale = scale
+        extended.meta["extended_from" if opts.extend_previous_input is not None else "from"] = source.name
+        if opts.loss_scale:
+            extended.meta["loss_scale_factors"] = [[int(i), f] for i, f in opts.loss_scale]
+        save_model(opts.out, extended)
+        print(f"wrote {opts.out}: {source}" + (" with previous-input columns (zero weights)"
+                                                if opts.extend_previous_input is not None else ""))
+        return 0
     try:
         model = pretrain(opts.system, tuple(opts.hidden), opts.episodes, opts.steps, opts.epochs, opts.batch,
                          opts.lr, opts.dt, tuple(opts.mass_range), opts.seed)

@@ -12,7 +12,8 @@ order and apply the same policy (docs/ARCHITECTURE.md, lockstep sequence):
   `due` = data_end + `round_delay` on.
 - Policy, checked at the start of each round on the monitor's verdicts up to its data end (by
   stamp): when the `window` states from the newest version's due on hold more violations than the
-  `window` states before it, the round rolls back to the version before (and does not train). A
+  `window` states before it, the round rolls back to the newest verified version before it
+  (OnlineAdapter.rollback; and does not train). A
   requested rollback (`~/rollback`) is carried out the same way by the next round. A round frozen
   by a safety request (the monitor's verdict at its data end) or by hand does not train, nor does
   any round once the divergence backoff reached its floor (OnlineAdapter.frozen_reason; rollbacks
@@ -78,6 +79,8 @@ class RoundResult:
     missing: int  # steps of this round whose state or command never arrived
     restarted: bool = False  # training diverged and restarted (docs/LEARNING.md)
     step_time_ms: float = 0.0  # wall time per training step (0 without training)
+    # The checks (learning/validation.py) the candidate failed: not published, counted as rejected.
+    checks_failed: tuple[str, ...] = ()
 
     @property
     def changes_model(self) -> bool:
@@ -93,6 +96,13 @@ class Taken:
     missing: int = 0
     violations: dict[int, bool] = field(default_factory=dict)
     safety: tuple[int, str] | None = None  # the newest monitor verdict's stamp and safety request reason
+    # Per transition (by its next stamp): the command one step before u_k, u_k-1, where it arrived
+    # (a residual with previous_input takes it; OnlineAdapter.add uses u_k where it is missing).
+    previous: dict[int, FloatArray] = field(default_factory=dict)
+
+    def added_to(self, core: OnlineAdapter) -> int:
+        """Add the transitions to the adapter's buffers in order (each with its u_k-1): how many it took."""
+        return sum(1 for nxt, x, u, xn in self.transitions if core.add(x, u, xn, self.previous.get(nxt)))
 
 
 class Rounds:
@@ -181,6 +191,9 @@ class Rounds:
                 taken.missing += 1
             else:
                 taken.transitions.append((nxt, x, u, xn))
+                u_prev = self.commands.get(nxt - 2 * dt)
+                if u_prev is not None:
+                    taken.previous[nxt] = u_prev
         for stamp in sorted(s for s in self.verdicts if s <= end):
             violated, reason = self.verdicts.pop(stamp)
             taken.violations[stamp] = violated
@@ -194,7 +207,7 @@ class Rounds:
         """Add the transitions after the last round, up to `upto`, to the buffers without a round
         (the offline re-trainer's end of the recording): (added, missing)."""
         taken = self.take(upto)
-        return sum(1 for _, x, u, xn in taken.transitions if self.core.add(x, u, xn)), taken.missing
+        return taken.added_to(self.core), taken.missing
 
     # --- a round ----------------------------------------------------------------------------------
     def run(self, taken: Taken, frozen: str = "", rollback: bool = False) -> RoundResult:
@@ -203,7 +216,7 @@ class Rounds:
             raise RuntimeError("run() takes the data of the next round, from take()")
         core, end = self.core, self.data_end
         due = end + self.schedule.delay_ns
-        added = sum(1 for _, x, u, xn in taken.transitions if core.add(x, u, xn))
+        added = taken.added_to(core)
         self.missing += taken.missing
         self.violations.update(taken.violations)
         if taken.safety is not None:
@@ -211,11 +224,12 @@ class Rounds:
         reason = self._rollback_reason(end, requested=rollback)
         net: QuantizedMLP | None = None
         train_loss, restarted, step_ms = float("nan"), False, 0.0
+        checks_failed: tuple[str, ...] = ()
         if reason:
             previous = core.rollback()
             self.rollbacks += 1
             number = previous.number if previous is not None else 0
-            detail = f"{reason}: back from v{self.version} to v{number}"
+            detail = f"{reason}: back from v{self.version} to v{number} (verified: {core.verified_versions})"
             self.version = number
             net = previous.net if previous is not None else core.start_net
             outcome = ROLLED_BACK
@@ -239,11 +253,17 @@ class Rounds:
             elif version is None:
                 self.rejected += 1
                 outcome, detail = REJECTED, f"validation loss {core.val_loss():.4g}, best {core.best_val:.4g}"
+                if core.rejected_by not in ("", "validation") and core.last_check is not None:
+                    checks_failed = core.last_check.failed
+                    detail = (f"failed the {core.rejected_by} check ({core.last_check.describe()}); {detail}; "
+                              f"{self.checks_summary()}")
             else:
                 self.accepted += 1
                 self.version, net = version.number, version.net
                 self.watch = due if self.policy.enabled else None
                 outcome, detail = ACCEPTED, f"v{version.number}: validation loss {version.val_loss:.4g}"
+                if version.checks is not None:
+                    detail += f", checks passed ({version.checks.describe()})"
         val = core.val_loss() if core.val_buf.count else float("nan")
         self.number += 1
         self.data_end = end + self.schedule.period_ns
@@ -252,7 +272,13 @@ class Rounds:
             number=self.number, data_end_ns=end, due_ns=due, next_due_ns=self.data_end + self.schedule.delay_ns,
             outcome=outcome, detail=detail, version=self.version, net=net, val_loss=val, train_loss=train_loss,
             transitions=added, missing=taken.missing, restarted=restarted, step_time_ms=step_ms,
+            checks_failed=checks_failed,
         )
+
+    def checks_summary(self) -> str:
+        """The candidates that failed each check so far (AdapterStatus.detail of a rejection by them)."""
+        counts = ", ".join(f"{name} {n}" for name, n in self.core.failed_checks.items())
+        return f"failed checks so far: {counts}"
 
     def _rollback_reason(self, end: int, requested: bool) -> str:
         if requested:

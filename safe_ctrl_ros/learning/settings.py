@@ -28,6 +28,7 @@ from safe_ctrl_ros.learning.trainers import (
     SparseBy,
     Trainable,
 )
+from safe_ctrl_ros.learning.validation import CheckConfig
 from safe_ctrl_ros.parameters.common import MODEL, SYSTEM, model_of
 from safe_ctrl_ros.parameters.spec import NodeSpec, ParamSpec
 from safe_ctrl_ros.parameters.spec import ParamType as T
@@ -62,6 +63,18 @@ SETTINGS: tuple[ParamSpec, ...] = (
     ParamSpec("min_lr_scale", T.DOUBLE, 1.0 / 64.0, "floor of the divergence backoff (step size relative to the "
               "configured one): a divergence that would halve it below this freezes the adapter on the newest "
               "version and reports why (AdapterStatus.frozen_reason)", low=0.0, low_open=True, high=1.0),
+    ParamSpec("check.horizon", T.INT, 20, "steps of the open-loop rollouts a candidate's multi-step prediction error "
+              "is taken over, nominal + residual through the recorded inputs (the NMPC's horizon); 0 = no rollout "
+              "check (docs/LEARNING.md, Validated, bumpless updates)", low=0, high=1000),
+    ParamSpec("check.window", T.INT, 100, "the newest transitions the rollouts start in and the residual's "
+              "Jacobians are taken at", low=1, high=MAX_COUNT),
+    ParamSpec("check.stride", T.INT, 5, "steps between two rollouts' starts", low=1, high=MAX_COUNT),
+    ParamSpec("check.rollout_factor", T.DOUBLE, 1.0, "a candidate whose multi-step prediction error exceeds this "
+              "many times the model in force's on the same transitions is not published; 0 = off", low=0.0),
+    ParamSpec("check.jacobian_factor", T.DOUBLE, 0.0, "a candidate whose largest Jacobian norm ||[dg/dx, dg/du]||_F "
+              "at the newest transitions exceeds this many times the model in force's is not published; 0 = off",
+              low=0.0),
+    ParamSpec("check.jacobian_limit", T.DOUBLE, 0.0, "... or exceeds this (absolute); 0 = off", low=0.0),
     ParamSpec("update_period", T.DOUBLE, 0.5, "s of (sim) time between training rounds", low=0.0, low_open=True),
     ParamSpec("steps_per_update", T.INT, 20, "training steps per round", low=1, high=MAX_COUNT),
     ParamSpec("round_delay", T.DOUBLE, 0.5, "s of (sim) time after a round's last state at which its result "
@@ -184,6 +197,10 @@ def adapter_settings(values: Mapping[str, Any], where: str = "") -> AdapterSetti
         outlier_scales=float(v["outlier_scales"]),
         diverge_factor=float(v["diverge_factor"]),
         min_lr_scale=float(v["min_lr_scale"]),
+        checks=CheckConfig(horizon=int(v["check.horizon"]), window=int(v["check.window"]),
+                           stride=int(v["check.stride"]), rollout_factor=float(v["check.rollout_factor"]),
+                           jacobian_factor=float(v["check.jacobian_factor"]),
+                           jacobian_limit=float(v["check.jacobian_limit"])),
     )
     config.validate()
     policy = RollbackPolicy(bool(v["rollback.on_violations"]), int(v["rollback.window"]))

@@ -4,7 +4,9 @@ Collects states (`state`), commands (`cmd`) and the constraint monitor's verdict
 (`constraint_monitor/status`) by stamp and runs the adapter's training rounds on the sim-time
 schedule of safe_ctrl_ros.learning.rounds (the same loop `safe-ctrl-retrain` replays): a round every
 `update_period` of stamps, each on the transitions up to its end, its result (a new version when the
-held-out validation loss improved by `margin`, a rollback when violations rose after the newest
+held-out validation loss improved by `margin` and the candidate passed the checks on the newest
+transitions, `check.*` (safe_ctrl_ros.learning.validation; failures counted in the status's
+`detail`), a rollback to the newest verified version when violations rose after the newest
 version, or no change) in force `round_delay` later. Each round publishes `~/status` (AdapterStatus,
 with its number, due and the next round's due) and, when it changes the model, `adapter/model`
 (ModelUpdate, latched) first; in lockstep when the state stream reaches the round's due.
@@ -219,6 +221,8 @@ class AdapterNode(Node):
             self.step_time_ms = result.step_time_ms
         if result.outcome == ROLLED_BACK:
             self.get_logger().warning(f"round {result.number}: {result.detail}")
+        if result.checks_failed:
+            self.get_logger().info(f"round {result.number}: candidate not published: {result.detail}")
         # The messages are made now, from the core as this round left it; sent by _flush.
         model = self._model(result, result.net) if result.net is not None else None
         self.outbox.append((result.due_ns, model, self._status(result)))

@@ -3,7 +3,8 @@
 While the constraint monitor's `safety/request` (latched) asks for it, every step uses the fallback.
 
 `controller` selects the primary law (lqr | nmpc). The NMPC may carry a learned residual whose
-weights arrive on `adapter/model` and are swapped in between two solves; updates whose shapes do not
+weights arrive on `adapter/model` and are swapped in between two solves, bumplessly (warm start kept,
+blended over `adapter.blend_steps` solves: control/supervisor.py); updates whose shapes do not
 match are rejected with a logged reason. With `adapter.sync` the controller answers nothing before
 the adapter has announced its rounds (`adapter/status`, round 0); with a lockstep adapter it then
 swaps each round's model in exactly at the round's due state, and holds a state at or after the due
@@ -30,6 +31,7 @@ from rclpy.node import Node
 from safe_ctrl_ros.control.residual import dequantize
 from safe_ctrl_ros.control.supervisor import StepReport
 from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.learning.model_schedule import Changes, ModelSchedule
 from safe_ctrl_ros.learning.rounds import ACCEPTED, ROLLED_BACK
 from safe_ctrl_ros.msg import (
     AdapterStatus,
@@ -90,11 +92,9 @@ class ControllerNode(Node):
         self.sync_timeouts = 0
         self.adapter_sync = bool(values["adapter.sync"])
         self.adapter_timeout = float(values["adapter.sync_timeout"])
-        self.adapter_mode = ""  # from the adapter's announcement: lockstep | realtime ("" = not yet)
-        self.horizon = -1  # lockstep adapter: states stamped before this may be answered (next round's due)
-        self.plan: list[tuple[int, int]] = []  # lockstep adapter: (due, round) of the models to swap in
-        self.models: dict[int, ModelUpdate] = {}  # lockstep adapter: updates received, by round
-        self.last_round = -1
+        # the adapter's rounds: where each model update takes effect (learning/model_schedule.py,
+        # shared with the safety filter)
+        self.schedule: ModelSchedule[ModelUpdate] = ModelSchedule(self.adapter_sync)
         self._warned_at = 0.0
         if self.sync:
             self.create_subscription(
@@ -125,11 +125,14 @@ class ControllerNode(Node):
         )
 
     def _on_model(self, msg: ModelUpdate) -> None:
-        if self.adapter_sync and self.adapter_mode != "realtime":
-            self.models[int(msg.round)] = msg  # swapped in at its round's due (lockstep)
-            self._try_pending()
-            return
-        self._swap_in(msg)
+        self._carry_out(self.schedule.on_update(int(msg.round), msg))
+
+    def _carry_out(self, changes: Changes[ModelUpdate], error: bool = False) -> None:
+        if changes.event:
+            (self.get_logger().error if error else self.get_logger().info)(changes.event)
+        for update in changes.apply:
+            self._swap_in(update)
+        self._try_pending()
 
     def _swap_in(self, msg: ModelUpdate) -> None:
         if self.law.nmpc is None or self.residual is None:
@@ -137,7 +140,7 @@ class ControllerNode(Node):
             return
         try:
             theta = dequantize(self.residual, msg.layer_sizes, msg.activation, msg.weights, msg.scales)
-            self.law.nmpc.set_residual_weights(theta)
+            self.law.set_residual_weights(theta)  # blended over adapter.blend_steps solves, warm start kept
         except ConfigError as exc:
             self.get_logger().error(f"model update v{msg.version} rejected: {exc}")
             return
@@ -145,57 +148,16 @@ class ControllerNode(Node):
         self.get_logger().info(f"model v{msg.version} in use (validation loss {msg.validation_loss:.4g})")
 
     def _on_adapter_status(self, msg: AdapterStatus) -> None:
-        if int(msg.round) == 0 and self.last_round > 0 and self.adapter_mode == "lockstep":
-            # a new schedule: the adapter restarted (respawned after a crash) and its rounds no
-            # longer line up with this run's: stop waiting for them
-            self.get_logger().error("lockstep: the adapter restarted: its updates apply when they arrive from now "
-                                    "on; this run is not reproducible")
-            self.adapter_mode = "realtime"
-            self._swap_in_received()
-            self._try_pending()
-            return
-        if int(msg.round) <= self.last_round:
-            return  # already seen (a latched copy)
-        self.last_round = int(msg.round)
-        if not self.adapter_mode:
-            self.adapter_mode = "lockstep" if msg.lockstep else "realtime"
-            self.get_logger().info(f"adapter rounds announced ({self.adapter_mode}): the first is due at "
-                                   f"t={stamp_to_ns(msg.next_due) * 1e-9:.3f} s")
-            if self.adapter_mode == "realtime":
-                self._swap_in_received()
-        if self.adapter_mode == "lockstep":
-            if msg.round > 0 and msg.outcome in (ACCEPTED, ROLLED_BACK):
-                self.plan.append((stamp_to_ns(msg.due), int(msg.round)))
-            self.horizon = stamp_to_ns(msg.next_due)
-        self._try_pending()
-
-    def _swap_in_received(self) -> None:
-        for update in sorted(self.models.values(), key=lambda m: int(m.round)):
-            self._swap_in(update)
-        self.models.clear()
-        self.plan.clear()
+        restart = int(msg.round) == 0 and self.schedule.last_round > 0
+        changes = self.schedule.on_status(int(msg.round), bool(msg.lockstep), msg.outcome in (ACCEPTED, ROLLED_BACK),
+                                          stamp_to_ns(msg.due), stamp_to_ns(msg.next_due))
+        self._carry_out(changes, error=restart and bool(changes.event))
 
     def _waiting_for(self, stamp: int) -> str:
         """What the answer to the state at `stamp` waits for ("" = nothing)."""
         if self.sync and stamp > self._monitor_stamp and stamp != self._unsynced:
             return "monitor"
-        if not self.adapter_sync:
-            return ""
-        if not self.adapter_mode:
-            return "announcement"
-        if self.adapter_mode == "lockstep":
-            if stamp >= self.horizon:
-                return f"the status of the adapter's round due at t={self.horizon * 1e-9:.3f} s"
-            for due, number in self.plan:
-                if due <= stamp and number not in self.models:
-                    return f"the model of the adapter's round {number} (due at t={due * 1e-9:.3f} s)"
-        return ""
-
-    def _swap_due(self, stamp: int) -> None:
-        """Lockstep adapter: swap in every round's model due at or before `stamp`, in round order."""
-        while self.plan and self.plan[0][0] <= stamp:
-            _, number = self.plan.pop(0)
-            self._swap_in(self.models.pop(number))
+        return self.schedule.waiting_for(stamp)
 
     def _try_pending(self) -> None:
         if self._pending is not None and not self._waiting_for(stamp_to_ns(self._pending[0].header.stamp)):
@@ -234,8 +196,7 @@ class ControllerNode(Node):
                 f"lockstep: no {waiting} within {self.adapter_timeout} s (adapter.sync_timeout) at "
                 f"t={stamp * 1e-9:.3f} s: going on without waiting for the adapter; this run is not reproducible"
             )
-            self.adapter_mode = "realtime"  # from now on updates apply when they arrive
-            self._swap_in_received()
+            self._carry_out(self.schedule.give_up(""))  # from now on updates apply when they arrive
         self._try_pending()
 
     def _on_state(self, msg: State) -> None:
@@ -264,8 +225,8 @@ class ControllerNode(Node):
 
     def _answer(self, msg: State) -> None:
         stamp = stamp_to_ns(msg.header.stamp)
-        if self.adapter_mode == "lockstep":
-            self._swap_due(stamp)
+        for update in self.schedule.due(stamp):  # lockstep: the models in force from this state on
+            self._swap_in(update)
         reason = self.safety_reason
         age = (self.get_clock().now().nanoseconds - stamp) * 1e-9
         if self.max_state_age > 0 and age > self.max_state_age and not reason:

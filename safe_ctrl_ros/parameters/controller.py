@@ -85,6 +85,9 @@ CONTROLLER = NodeSpec("controller", (
               "without waiting (an error: the run is no longer reproducible); keep it below the plant's "
               "command_timeout, so a dead adapter never costs a safe-command step", low=0.0, low_open=True,
               read_only=False),
+    ParamSpec("adapter.blend_steps", T.INT, 10, "new residual weights (an update or a rollback) move from the ones "
+              "in force to the new ones over this many solves, warm start kept (a bumpless switch; "
+              "docs/CONTROLLERS.md); 0 = at once", low=0, high=10000),
     ParamSpec("max_state_age", T.DOUBLE, 0.1,
               "s (node clock): an older state is stale and gets the fallback; 0 = off", low=0.0, read_only=False),
     ParamSpec("fallback.mode", T.STRING, "lqr", "the fallback law: LQR or fallback.command",
@@ -171,5 +174,5 @@ def build_controller(v: Mapping[str, Any]) -> BuiltController:
     if nmpc is not None and theta is not None:
         nmpc.set_residual_weights(theta)
     law = SupervisedController(model, task, lqr, nmpc, FallbackMode(v["fallback.mode"]), v["fallback.command"],
-                               v["nmpc.deadline"])
+                               v["nmpc.deadline"], v["adapter.blend_steps"])
     return BuiltController(model, task, law, residual, constraints, cfg.horizon, cfg.solver)

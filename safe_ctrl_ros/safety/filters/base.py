@@ -13,6 +13,12 @@ filter is designed for). Their one-step effect on the state,
     d(x, u) = model_error + |dF/dw (x, u)| disturbance,
 
 is what each filter backs off its constraints by (docs/SAFETY.md).
+
+A residual with `previous_input` (g_theta(x, u, u_prev), safe_ctrl_ros.control.residual) keeps
+this interface: `next`, `next_w` and `step(x, u, theta)` predict with u_prev = u (the command held
+from the step before: the steady-state value, which the filters' certificates use), and
+`next_prev` / `step_prev(x, u, u_prev, theta)` take the previous command as the symbol `u_prev`
+for a filter that knows it. Without the option both are the same prediction.
 """
 
 from __future__ import annotations
@@ -101,12 +107,20 @@ class PredictionModel:
         self.u = ca.SX.sym("u", self.nu)
         self.w = ca.SX.sym("w", WRENCH_SIZE)
         self.th = ca.SX.sym("theta", self.theta.size)
+        self.u_prev = ca.SX.sym("u_prev", self.nu)
         rk4 = model.rk4_function(dt, substeps)
         nxt = rk4(self.x, self.u, self.w)
+        prev = residual is not None and residual.previous_input
         if residual is not None:
-            nxt = nxt + residual.symbolic(self.x, self.u, self.th)
+            nxt = nxt + residual.symbolic(self.x, self.u, self.th, *([self.u_prev] if prev else []))
+        zero_w = ca.DM.zeros(WRENCH_SIZE)
+        # With the previous command as its own symbol (docstring); the same as `next` without the option.
+        self.next_prev = ca.substitute(nxt, self.w, zero_w)
+        self.step_prev = ca.Function("filter_step_prev", [self.x, self.u, self.u_prev, self.th], [self.next_prev])
+        if prev:
+            nxt = ca.substitute(nxt, self.u_prev, self.u)  # the interface below: u_prev = u
         self.next_w = nxt  # with the wrench symbol
-        self.next = ca.substitute(nxt, self.w, ca.DM.zeros(WRENCH_SIZE))
+        self.next = ca.substitute(nxt, self.w, zero_w)
         self.step = ca.Function("filter_step", [self.x, self.u, self.th], [self.next])
         # One-step effect of the wrench bound: |dF/dw| w_max (at w = 0).
         self.w_sens = ca.substitute(ca.jacobian(nxt, self.w), self.w, ca.DM.zeros(WRENCH_SIZE))
