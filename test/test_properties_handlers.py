@@ -128,6 +128,7 @@ class FakeNmpc:
 
     def __init__(self, outcomes: list[tuple[bool, float, float]], nu: int) -> None:
         self.outcomes, self.nu, self.calls, self.resets = outcomes, nu, 0, 0
+        self.applied: list[np.ndarray] = []
         self.cfg = _Cfg()
 
     def solve(self, x: Any, t: float) -> NmpcResult:
@@ -140,6 +141,9 @@ class FakeNmpc:
 
     def reset(self) -> None:
         self.resets += 1
+
+    def note_applied(self, u: Any) -> None:  # the command that went out instead of the last answer
+        self.applied.append(np.asarray(u, dtype=float).copy())
 
 
 CARTPOLE = systems.make("cartpole")
@@ -166,8 +170,14 @@ def test_supervisor_never_commands_nan_and_counts_its_fallbacks(
     low, high = CARTPOLE.input_bounds
     fallbacks = 0
     for x, t, request in states:
+        told = len(nmpc.applied) if nmpc is not None else 0
         with np.errstate(all="ignore"):
             report = sup.compute(x, t, force_fallback=request)
+        if nmpc is not None:  # the NMPC hears of every command that went out instead of its answer
+            told_now = nmpc.applied[told:]
+            assert len(told_now) == int(report.fallback_active)
+            if told_now:
+                np.testing.assert_array_equal(told_now[0], report.u)
         assert report.u.shape == (CARTPOLE.nu,)
         assert np.all(np.isfinite(report.u)), report
         assert np.all(report.u >= low)
