@@ -52,6 +52,7 @@ from safe_ctrl_ros.learning.model_file import load_model
 from safe_ctrl_ros.safety import load_constraints
 from safe_ctrl_ros.safety.filters.settings import build_filter
 from safe_ctrl_ros.simulation import PlantSim
+from safe_ctrl_ros.systems.base import SymbolicModel
 from safe_ctrl_ros.tasks import make_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,6 +143,21 @@ def measure_model_error(sections: dict[str, dict[str, Any]], constraints: Path, 
     return out
 
 
+def _models(sections: dict[str, dict[str, Any]], disturbances: Path, seconds: float
+            ) -> tuple[dict[str, Any], SymbolicModel, Any, Any]:
+    """The filter's parameters, the nominal model, and the one-step maps of the true plant (the
+    scenario's parameters at `seconds`, the plant's substeps) and of the nominal model (the filter's)."""
+    plant_p = sections["plant"]
+    filt_p = _flatten(dict(sections.get("safety_filter", {})))
+    nominal = systems.make(plant_p["system"])
+    scn = load_scenario(disturbances, nominal.nx, nominal.nu, 0.02, list(nominal.params))
+    true = systems.make(plant_p["system"], **scn.parameters(seconds, dict(nominal.params)))
+    dt = float(plant_p.get("dt", 0.02))
+    f_true = true.rk4_function(dt, int(plant_p.get("substeps", 10)))
+    f_nom = nominal.rk4_function(dt, int(filt_p.get("substeps", 1)))
+    return filt_p, nominal, f_true, f_nom
+
+
 def measure_offset_error(sections: dict[str, dict[str, Any]], constraints: Path, disturbances: Path,
                          residual_file: Path | None, seconds: float) -> np.ndarray:
     """For the offset-free MPSC (`mpsc.offset_free`): how far its model's one-step error moves from the
@@ -151,14 +167,7 @@ def measure_offset_error(sections: dict[str, dict[str, Any]], constraints: Path,
     wrench's change by twice its bound), times VALIDATION_FACTOR."""
     transitions: list[tuple[np.ndarray, np.ndarray]] = []
     run(sections, constraints, disturbances, "none", VALIDATION_SEED, seconds, None, None, transitions)
-    plant_p = sections["plant"]
-    filt_p = _flatten(dict(sections.get("safety_filter", {})))
-    nominal = systems.make(plant_p["system"])
-    scn = load_scenario(disturbances, nominal.nx, nominal.nu, 0.02, list(nominal.params))
-    true = systems.make(plant_p["system"], **scn.parameters(seconds, dict(nominal.params)))
-    dt = float(plant_p.get("dt", 0.02))
-    f_true = true.rk4_function(dt, int(plant_p.get("substeps", 10)))
-    f_nom = nominal.rk4_function(dt, int(filt_p.get("substeps", 1)))
+    filt_p, nominal, f_true, f_nom = _models(sections, disturbances, seconds)
     xs = np.array([x for x, _ in transitions])
     us = np.array([u for _, u in transitions])
     g = np.zeros_like(xs)
@@ -181,17 +190,10 @@ def input_response(sections: dict[str, dict[str, Any]], disturbances: Path, resi
     """How each model's next state moves between the lowest and the highest input at the nominal
     equilibrium state, x_next(x_eq, u_high) - x_next(x_eq, u_low) per state entry: the nominal model,
     the nominal model plus the residual, and the true plant (the scenario's parameters at the end)."""
-    plant_p = sections["plant"]
-    filt_p = _flatten(dict(sections.get("safety_filter", {})))
-    nominal = systems.make(plant_p["system"])
-    scn = load_scenario(disturbances, nominal.nx, nominal.nu, 0.02, list(nominal.params))
-    true = systems.make(plant_p["system"], **scn.parameters(seconds, dict(nominal.params)))
-    dt = float(plant_p.get("dt", 0.02))
+    _, nominal, f_true, f_nom = _models(sections, disturbances, seconds)
     x_eq, _ = nominal.equilibrium()
     lo, hi = nominal.input_bounds
     w0 = np.zeros(6)
-    f_nom = nominal.rk4_function(dt, int(filt_p.get("substeps", 1)))
-    f_true = true.rk4_function(dt, int(plant_p.get("substeps", 10)))
     rm = load_model(residual_file, nominal.nx, nominal.nu)
 
     def nom(u: np.ndarray) -> np.ndarray:
