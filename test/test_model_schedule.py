@@ -15,6 +15,7 @@ def lockstep(first_due: int = 500 * MS) -> ModelSchedule[str]:
     changes = s.on_status(0, lockstep=True, changes_model=False, due=0, next_due=first_due)
     assert changes.apply == []
     assert "lockstep" in changes.event
+    assert not changes.error
     return s
 
 
@@ -83,6 +84,7 @@ def test_an_adapter_restart_or_a_timeout_ends_lockstep_and_applies_what_came() -
     changes = s.on_status(0, True, False, 0, 500 * MS)  # round 0 again: a new schedule
     assert changes.apply == ["m1", "m2"]
     assert "restarted" in changes.event
+    assert changes.error  # logged as an error: the run is no longer reproducible
     assert s.mode is Mode.REALTIME
     assert s.waiting_for(10**12) == ""
     assert s.on_update(3, "m3").apply == ["m3"]
@@ -90,7 +92,9 @@ def test_an_adapter_restart_or_a_timeout_ends_lockstep_and_applies_what_came() -
     t = lockstep()
     t.on_status(1, True, True, 500 * MS, 1000 * MS)
     t.on_update(1, "m1")
-    assert t.give_up("timeout").apply == ["m1"]
+    gave_up = t.give_up("timeout")
+    assert gave_up.apply == ["m1"]
+    assert gave_up.error
     assert t.mode is Mode.REALTIME
 
 

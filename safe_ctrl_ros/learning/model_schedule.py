@@ -27,10 +27,12 @@ class Mode(Enum):
 
 @dataclass
 class Changes(Generic[Update]):
-    """What a message changed: updates to apply now, in order, and an event for the log ("" = none)."""
+    """What a message changed: updates to apply now, in order, and an event for the log ("" = none);
+    `error`: the event ends the lockstep schedule (the run is no longer reproducible)."""
 
     apply: list[Update] = field(default_factory=list)
     event: str = ""
+    error: bool = False
 
 
 class ModelSchedule(Generic[Update]):
@@ -107,7 +109,7 @@ class ModelSchedule(Generic[Update]):
 
     def _give_up(self, why: str) -> Changes[Update]:
         self.mode = Mode.REALTIME
-        return Changes(self._take_all(), why)
+        return Changes(self._take_all(), why, error=True)
 
     def _take_all(self) -> list[Update]:
         out = [self.updates[k] for k in sorted(self.updates)]

@@ -127,9 +127,9 @@ class ControllerNode(Node):
     def _on_model(self, msg: ModelUpdate) -> None:
         self._carry_out(self.schedule.on_update(int(msg.round), msg))
 
-    def _carry_out(self, changes: Changes[ModelUpdate], error: bool = False) -> None:
+    def _carry_out(self, changes: Changes[ModelUpdate]) -> None:
         if changes.event:
-            (self.get_logger().error if error else self.get_logger().info)(changes.event)
+            (self.get_logger().error if changes.error else self.get_logger().info)(changes.event)
         for update in changes.apply:
             self._swap_in(update)
         self._try_pending()
@@ -148,10 +148,9 @@ class ControllerNode(Node):
         self.get_logger().info(f"model v{msg.version} in use (validation loss {msg.validation_loss:.4g})")
 
     def _on_adapter_status(self, msg: AdapterStatus) -> None:
-        restart = int(msg.round) == 0 and self.schedule.last_round > 0
-        changes = self.schedule.on_status(int(msg.round), bool(msg.lockstep), msg.outcome in (ACCEPTED, ROLLED_BACK),
-                                          stamp_to_ns(msg.due), stamp_to_ns(msg.next_due))
-        self._carry_out(changes, error=restart and bool(changes.event))
+        self._carry_out(self.schedule.on_status(int(msg.round), bool(msg.lockstep),
+                                                msg.outcome in (ACCEPTED, ROLLED_BACK),
+                                                stamp_to_ns(msg.due), stamp_to_ns(msg.next_due)))
 
     def _waiting_for(self, stamp: int) -> str:
         """What the answer to the state at `stamp` waits for ("" = nothing)."""
@@ -192,11 +191,9 @@ class ControllerNode(Node):
                     "rounds (adapter.sync: is an adapter running?)")
             return
         elif waiting and waiting != "monitor" and now - since > self.adapter_timeout:
-            self.get_logger().error(
+            self._carry_out(self.schedule.give_up(  # from now on updates apply when they arrive
                 f"lockstep: no {waiting} within {self.adapter_timeout} s (adapter.sync_timeout) at "
-                f"t={stamp * 1e-9:.3f} s: going on without waiting for the adapter; this run is not reproducible"
-            )
-            self._carry_out(self.schedule.give_up(""))  # from now on updates apply when they arrive
+                f"t={stamp * 1e-9:.3f} s: going on without waiting for the adapter; this run is not reproducible"))
         self._try_pending()
 
     def _on_state(self, msg: State) -> None:

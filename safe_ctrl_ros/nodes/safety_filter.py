@@ -91,7 +91,7 @@ class SafetyFilterNode(Node):
 
     def _carry_out(self, changes: Changes[ModelUpdate]) -> None:
         if changes.event:
-            self.get_logger().info(changes.event)
+            (self.get_logger().error if changes.error else self.get_logger().info)(changes.event)
         for update in changes.apply:
             self._apply_model(update)
         self._release()
@@ -110,11 +110,9 @@ class SafetyFilterNode(Node):
                 self.get_logger().warning(f"holding the command for t={stamp * 1e-9:.3f} s: the adapter has not "
                                           "announced its rounds (adapter.sync: is an adapter running?)")
         elif waiting and now - since > self.sync_timeout:
-            changes = self.schedule.give_up(
+            self._carry_out(self.schedule.give_up(
                 f"lockstep: no {waiting} within {self.sync_timeout} s (adapter.sync_timeout) at "
-                f"t={stamp * 1e-9:.3f} s: going on without waiting for the adapter; this run is not reproducible")
-            self.get_logger().error(changes.event)
-            self._carry_out(Changes(changes.apply))
+                f"t={stamp * 1e-9:.3f} s: going on without waiting for the adapter; this run is not reproducible"))
 
     def _apply_model(self, msg: ModelUpdate) -> None:
         if self.residual is None:
