@@ -128,8 +128,11 @@ class ControllerNode(Node):
         self._carry_out(self.schedule.on_update(int(msg.round), msg))
 
     def _carry_out(self, changes: Changes[ModelUpdate]) -> None:
-        if changes.event:
-            (self.get_logger().error if changes.error else self.get_logger().info)(changes.event)
+        # Two call sites: rclpy refuses one call site logging at two severities.
+        if changes.event and changes.error:
+            self.get_logger().error(changes.event)
+        elif changes.event:
+            self.get_logger().info(changes.event)
         for update in changes.apply:
             self._swap_in(update)
         self._try_pending()

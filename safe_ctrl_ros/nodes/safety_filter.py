@@ -90,8 +90,11 @@ class SafetyFilterNode(Node):
                                                 stamp_to_ns(msg.due), stamp_to_ns(msg.next_due)))
 
     def _carry_out(self, changes: Changes[ModelUpdate]) -> None:
-        if changes.event:
-            (self.get_logger().error if changes.error else self.get_logger().info)(changes.event)
+        # Two call sites: rclpy refuses one call site logging at two severities.
+        if changes.event and changes.error:
+            self.get_logger().error(changes.event)
+        elif changes.event:
+            self.get_logger().info(changes.event)
         for update in changes.apply:
             self._apply_model(update)
         self._release()
