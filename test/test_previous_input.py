@@ -218,7 +218,7 @@ def test_adapter_and_rounds_carry_the_previous_command() -> None:
     assert core.add(x, u, xn, up)
     assert core.add(x, u, xn)
     np.testing.assert_array_equal(core.train_buf.u[:2], [[*u, 0.3, 0.4], [*u, *u]])
-    np.testing.assert_allclose(core.train_buf.t[0], residual_targets(nominal, x, u, xn, DT).target[0], atol=1e-12)
+    np.testing.assert_allclose(core.train_buf.y[0], residual_targets(nominal, x, u, xn, DT).target[0], atol=1e-12)
     assert core.train_buf.batch().u.shape == (2, 4)
     assert not core.add(x, u, x, np.array([np.nan, 0.0]))
     # Without the option the buffers keep u only and u_prev is ignored.

@@ -305,7 +305,7 @@ def test_adapter_keeps_only_finite_transitions_and_counts_the_rest(
         assert n <= ring.capacity
         assert np.all(np.isfinite(ring.x[:n]))
         assert np.all(np.isfinite(ring.u[:n]))
-        assert np.all(np.isfinite(ring.t[:n]))
+        assert np.all(np.isfinite(ring.y[:n]))
     if adapter.val_buf.count:  # one NaN sample would make every loss NaN; outlier filtering keeps it finite
         with np.errstate(over="ignore"):
             loss = adapter.val_loss()

@@ -12,11 +12,12 @@ import pytest
 from safe_ctrl_ros import systems
 from safe_ctrl_ros.errors import ConfigError
 from safe_ctrl_ros.learning.adapter import AdapterConfig, OnlineAdapter, Version
+from safe_ctrl_ros.learning.data import Ring
 from safe_ctrl_ros.learning.fixed_point import QuantizedMLP
 from safe_ctrl_ros.learning.model_file import ResidualModel, load_model
 from safe_ctrl_ros.learning.rounds import REJECTED, Rounds, Schedule, Taken
 from safe_ctrl_ros.learning.settings import adapter_settings
-from safe_ctrl_ros.learning.validation import JACOBIAN, ROLLOUT, CheckConfig, CheckResult, Recent, jacobian_norms
+from safe_ctrl_ros.learning.validation import JACOBIAN, ROLLOUT, CheckConfig, CheckResult, jacobian_norms
 from safe_ctrl_ros.simulation import PlantSim
 from safe_ctrl_ros.systems.base import FloatArray
 
@@ -119,7 +120,7 @@ def test_a_candidate_that_predicts_worse_over_the_horizon_fails(
 def test_rollouts_do_not_cross_a_missing_step(start: ResidualModel,
                                               flight: list[tuple[FloatArray, FloatArray, FloatArray]]) -> None:
     core = adapter_with(start, flight[:200], CheckConfig())
-    recent = Recent(121, 6, 2)
+    recent = Ring(121, 6, 2)  # y: the next state
     kept = flight[80:150] + flight[151:201]  # step 150 never came: transition 70 of the record is missing after it
     for x, u, xn in kept:
         recent.add(x, u, xn)

@@ -18,40 +18,19 @@ from typing import Literal
 
 import casadi as ca
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
 from safe_ctrl_ros.errors import ConfigError
-from safe_ctrl_ros.learning.data import Batch, normalized_mse
+from safe_ctrl_ros.learning.data import Batch, Ring, normalized_mse
 from safe_ctrl_ros.learning.fixed_point import W_LIMIT, QuantizedMLP, bias_scale
 from safe_ctrl_ros.learning.memory import TrainingMemory, training_memory
 from safe_ctrl_ros.learning.model_file import ResidualModel
 from safe_ctrl_ros.learning.trainers import Backprop, ForwardGradientConfig, Fp32ForwardGradient, QzoFfTrainer
-from safe_ctrl_ros.learning.validation import JACOBIAN, ROLLOUT, CheckConfig, Checker, CheckResult, Recent
+from safe_ctrl_ros.learning.validation import JACOBIAN, ROLLOUT, CheckConfig, Checker, CheckResult
 from safe_ctrl_ros.systems.base import WRENCH_SIZE, FloatArray, SymbolicModel
 
 Method = Literal["qzo_ff", "fg_fp32", "bp"]
 METHODS = ("qzo_ff", "fg_fp32", "bp")
-
-
-class Ring:
-    """A fixed-size buffer of transitions (x, u, target); u is the network's control inputs: [u, u_prev]
-    (2 nu columns) for a residual with previous_input."""
-
-    def __init__(self, capacity: int, nx: int, nu: int) -> None:
-        self.x = np.zeros((capacity, nx))
-        self.u = np.zeros((capacity, nu))
-        self.t = np.zeros((capacity, nx))
-        self.capacity, self.count, self.head = capacity, 0, 0
-
-    def add(self, x: FloatArray, u: FloatArray, target: FloatArray) -> None:
-        self.x[self.head], self.u[self.head], self.t[self.head] = x, u, target
-        self.head = (self.head + 1) % self.capacity
-        self.count = min(self.count + 1, self.capacity)
-
-    def batch(self, idx: NDArray[np.int64] | None = None) -> Batch:
-        n = self.count
-        sel = np.arange(n) if idx is None else idx
-        return Batch(self.x[:n][sel], self.u[:n][sel], self.t[:n][sel])
 
 
 @dataclass
@@ -168,7 +147,7 @@ class OnlineAdapter:
         self.last_train_loss = float("nan")
         # The checks before publishing: the newest transitions in order, the candidates failing each.
         ring_u = self.train_buf.u.shape[1]
-        self.recent = Recent(cfg.checks.window + cfg.checks.horizon + 1, nominal.nx, ring_u)
+        self.recent = Ring(cfg.checks.window + cfg.checks.horizon + 1, nominal.nx, ring_u)  # y: the next state
         self.checker = Checker(cfg.checks, spec, self.step_fn, self.scale)
         self.failed_checks = {ROLLOUT: 0, JACOBIAN: 0}
         self.last_check: CheckResult | None = None  # of the last candidate that passed the guard
@@ -228,8 +207,7 @@ class OnlineAdapter:
             return False
         self.seen += 1
         (self.val_buf if self.seen % self.cfg.val_every == 0 else self.train_buf).add(xv, inputs, target)
-        buf = self.val_buf if self.seen % self.cfg.val_every == 0 else self.train_buf
-        self.recent.add(xv, buf.u[(buf.head - 1) % buf.capacity], xn)  # the network's inputs as the ring has them
+        self.recent.add(xv, inputs, xn)
         return True
 
     @property

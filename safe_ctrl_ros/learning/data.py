@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from safe_ctrl_ros.systems.base import FloatArray, SymbolicModel
 
@@ -22,6 +22,35 @@ class Batch:
     def take(self, idx: ArrayLike) -> Batch:
         i = np.asarray(idx)
         return Batch(self.x[i], self.u[i], self.target[i])
+
+
+class Ring:
+    """A fixed-size buffer of transitions (x, u, y), the oldest overwritten first. y is the residual
+    target x_k+1 - F(x_k, u_k) in the adapter's training and validation buffers, the next state as
+    handed in the update checks' window (validation.py); u is the network's control inputs ([u,
+    u_prev], 2 nu columns, for a residual with previous_input)."""
+
+    def __init__(self, capacity: int, nx: int, nu: int) -> None:
+        self.x = np.zeros((capacity, nx))
+        self.u = np.zeros((capacity, nu))
+        self.y = np.zeros((capacity, nx))
+        self.capacity, self.count, self.head = capacity, 0, 0
+
+    def add(self, x: FloatArray, u: FloatArray, y: FloatArray) -> None:
+        self.x[self.head], self.u[self.head], self.y[self.head] = x, u, y
+        self.head = (self.head + 1) % self.capacity
+        self.count = min(self.count + 1, self.capacity)
+
+    def batch(self, idx: NDArray[np.int64] | None = None) -> Batch:
+        """The stored rows (in storage order, or those of `idx`), y as the target."""
+        n = self.count
+        sel = np.arange(n) if idx is None else idx
+        return Batch(self.x[:n][sel], self.u[:n][sel], self.y[:n][sel])
+
+    def ordered(self) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(x, u, y), oldest first."""
+        idx = (self.head - self.count + np.arange(self.count)) % self.capacity
+        return self.x[idx], self.u[idx], self.y[idx]
 
 
 def residual_targets(

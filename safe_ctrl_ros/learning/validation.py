@@ -31,6 +31,7 @@ import numpy as np
 
 from safe_ctrl_ros.control.residual import ResidualSpec
 from safe_ctrl_ros.errors import ConfigError
+from safe_ctrl_ros.learning.data import Ring
 from safe_ctrl_ros.systems.base import WRENCH_SIZE, FloatArray
 
 ROLLOUT, JACOBIAN = "rollout", "jacobian"  # the checks' names (counted per name)
@@ -79,27 +80,6 @@ class CheckResult:
     def describe(self) -> str:
         return (f"{self.rollouts} rollouts: multi-step error {self.rollout:.4g} (in force {self.rollout_ref:.4g}), "
                 f"largest Jacobian norm {self.jacobian:.4g} (in force {self.jacobian_ref:.4g})")
-
-
-class Recent:
-    """The newest transitions in the order they came (x, u, the next state as handed), all of them
-    (training and validation alike)."""
-
-    def __init__(self, capacity: int, nx: int, nu: int) -> None:
-        self.x = np.zeros((capacity, nx))
-        self.u = np.zeros((capacity, nu))
-        self.xn = np.zeros((capacity, nx))
-        self.capacity, self.count, self.head = capacity, 0, 0
-
-    def add(self, x: FloatArray, u: FloatArray, x_next: FloatArray) -> None:
-        self.x[self.head], self.u[self.head], self.xn[self.head] = x, u, x_next
-        self.head = (self.head + 1) % self.capacity
-        self.count = min(self.count + 1, self.capacity)
-
-    def ordered(self) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """(x, u, x_next), oldest first."""
-        idx = (self.head - self.count + np.arange(self.count)) % self.capacity
-        return self.x[idx], self.u[idx], self.xn[idx]
 
 
 def jacobian_norms(spec: ResidualSpec, theta: FloatArray, x: FloatArray, u: FloatArray) -> FloatArray:
@@ -169,7 +149,7 @@ class Checker:
             total += float(np.sum(np.square((xh - x[s + j + 1]) / self.scale)))
         return float(total / (len(starts) * self.cfg.horizon * x.shape[1]))
 
-    def check(self, candidate: FloatArray, reference: FloatArray, recent: Recent) -> CheckResult:
+    def check(self, candidate: FloatArray, reference: FloatArray, recent: Ring) -> CheckResult:
         cfg = self.cfg
         x, u, xn = recent.ordered()
         nan = float("nan")
