@@ -107,6 +107,10 @@ ABLATION_VARIANTS: dict[str, dict[str, object]] = {
     "qzo_ff_sharpness16": {"sharpness": 16},
     "qzo_ff_sharpness64": {"sharpness": 64, "lr": LR / 3},
     "qzo_ff_sharpness128": {"sharpness": 128, "lr": LR / 3},
+    # a subset of the weights: fewer dimensions, less estimator variance per pass (the adaptation to
+    # the mass lives in how thrust and pitch enter the network: the first layer)
+    "qzo_ff_first_layer": {"train": "first_layer"},
+    "qzo_ff_first_last": {"train": "first_last"},
 }
 FLOAT_EPS = 1e-3
 # A run stops when its validation loss passes this many times its start (or is not finite): it
@@ -252,6 +256,26 @@ def ablation_pairs(keyed: dict[str, Any], values: Any, qzo: list[float] | None, 
     return out
 
 
+REACH_FACTORS = {"x1p25": 1.25, "x1p5": 1.5}  # issue #18's goals: 1.25x QAT backprop (mean), 1.5x (worst)
+
+
+def reach(curves: list[list[list[float]]], references: list[float]) -> dict[str, Any]:
+    """Per factor f of REACH_FACTORS: the forward passes at which each seed's curve first comes within
+    f x that seed's reference loss (None: not within the budget), to the curve's resolution (its
+    points); how many seeds got there; the median over the seeds (None when half or more did not)."""
+    out: dict[str, Any] = {}
+    for name, factor in REACH_FACTORS.items():
+        per_seed = [next((int(p) for p, v in curve if v <= factor * ref), None)
+                    for curve, ref in zip(curves, references, strict=True)]
+        reached = sorted(p for p in per_seed if p is not None)
+        median = float(np.median([*reached, *[np.inf] * (len(per_seed) - len(reached))])) if per_seed else np.inf
+        out[name] = {"factor": factor, "per_seed": per_seed, "reached": len(reached), "seeds": len(per_seed),
+                     "median": median if np.isfinite(median) else None,
+                     "worst": max(reached) if len(reached) == len(per_seed) and reached else None,
+                     "resolution": int(curves[0][1][0] - curves[0][0][0]) if curves and len(curves[0]) > 1 else None}
+    return out
+
+
 def summarize_all(records: list[dict[str, Any]], data: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     """`summaries`, `bp_lr`, `bp_lr_sweep` and `paired` of the result file, from the per-seed records."""
     start = [d["pretrained_val_loss"] for d in data]
@@ -299,6 +323,9 @@ def summarize_all(records: list[dict[str, Any]], data: list[dict[str, Any]], see
                 out["paired"][name] = paired(qzo, other)
         out["paired"]["qzo_ff_over_pretrained"] = paired(qzo, start)
     out["paired"].update(ablation_pairs(keyed, values, qzo, start, seeds))
+    if "bp_qat" in keyed:
+        out["reach"] = {key: reach([keyed[key][s]["curve"] for s in seeds], values("bp_qat"))
+                        for key in keyed if key.startswith("qzo_ff")}
     # The 16w8a format's floor: what rounding backprop's weights, or training through the integer
     # forward pass, costs against backprop in float.
     if "bp" in keyed:

@@ -156,6 +156,31 @@ def test_adapter_accuracy_writes_per_seed_records_and_summaries(tmp_path: Path) 
     assert [m["seeds"] for m in both["merged_from"]] == [[1], [0]]
 
 
+def test_adapter_accuracy_reach_is_the_first_curve_point_within_the_factor() -> None:
+    """bench/adapter_accuracy.py's `reach`: the passes at which each seed first comes within 1.25x
+    (1.5x) of its own reference, None where it never does, and a median that counts those as never."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    try:
+        import adapter_accuracy  # type: ignore[import-not-found]
+    finally:
+        sys.path.pop(0)
+    curves = [[[0, 10.0], [100, 1.4], [200, 1.2]],  # reference 1: 1.5x at 100, 1.25x at 200
+              [[0, 10.0], [100, 3.1], [200, 2.6]],  # reference 2: 1.5x at 200, never 1.25x
+              [[0, 10.0], [100, 9.0], [200, 8.0]]]  # reference 1: never
+    out = adapter_accuracy.reach(curves, [1.0, 2.0, 1.0])
+    assert out["x1p25"]["per_seed"] == [200, None, None]
+    assert out["x1p25"]["reached"] == 1
+    assert out["x1p25"]["median"] is None
+    assert out["x1p25"]["worst"] is None
+    assert out["x1p5"]["per_seed"] == [100, 200, None]
+    assert out["x1p5"]["median"] == 200.0
+    assert out["x1p5"]["worst"] is None
+    assert out["x1p5"]["resolution"] == 100
+    both = adapter_accuracy.reach(curves[:2], [1.0, 2.0])
+    assert both["x1p5"]["worst"] == 200
+    assert both["x1p5"]["median"] == 150.0
+
+
 def test_adapter_closed_loop_writes_per_seed_records_and_summaries(tmp_path: Path) -> None:
     loop = tmp_path / "loop.json"
     _run_bench("adapter_closed_loop.py", "--quick", "--variants", "nominal", "qzo_ff", "--out", str(loop))

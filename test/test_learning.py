@@ -212,7 +212,9 @@ def test_qzo_ff_is_deterministic_per_seed() -> None:
     assert not np.array_equal(results[0], results[2])
 
 
-@pytest.mark.parametrize(("train", "changed"), [("last_layer", {4, 5}), ("biases", {1, 3, 5})])
+@pytest.mark.parametrize(("train", "changed"), [("last_layer", {4, 5}), ("biases", {1, 3, 5}),
+                                               ("first_layer", {0, 1}), ("first_last", {0, 1, 4, 5}),
+                                               ("all", {0, 1, 2, 3, 4, 5})])
 def test_which_parameters_train(train: str, changed: set[int]) -> None:
     data, q, scale = problem()
     before = [t.copy() for t in q.tensors()]

@@ -21,6 +21,7 @@ from safe_ctrl_ros.learning.fixed_point import GUARD
 from safe_ctrl_ros.learning.model_file import ResidualModel, load_model
 from safe_ctrl_ros.learning.rounds import RollbackPolicy, Schedule
 from safe_ctrl_ros.learning.trainers import (
+    TRAINABLE,
     Distribution,
     Estimator,
     ForwardGradientConfig,
@@ -85,7 +86,7 @@ SETTINGS: tuple[ParamSpec, ...] = (
     ParamSpec("trainer.estimator", T.STRING, "projected", "forward-gradient estimator", choices=("projected", "sign")),
     ParamSpec("trainer.perturbations", T.INT, 1, "m perturbations per step", low=1, high=1000),
     ParamSpec("trainer.momentum", T.DOUBLE, 0.0, "momentum", low=0.0, high=1.0, high_open=True),
-    ParamSpec("trainer.train", T.STRING, "all", "the weights trained", choices=("all", "last_layer", "biases")),
+    ParamSpec("trainer.train", T.STRING, "all", "the weights trained", choices=TRAINABLE),
     ParamSpec("trainer.sparsity", T.DOUBLE, 0.0, "fraction of entries left unperturbed", low=0.0, high=1.0,
               high_open=True),
     ParamSpec("trainer.seed", T.INT, 0, "seed of the perturbations"),

@@ -13,7 +13,8 @@ QZO-FF (Feng et al., "Stepping Forward on the Last Mile", NeurIPS 2024), one ste
   which makes the float-space step an unbiased SGD step (E[s_t g_t] = dL/dw for "projected") and
   `lr` a float-space learning rate shared with the fp32 baseline; optional momentum v = beta v + g;
   update w -= lr * g in integer units with seeded stochastic rounding, saturated to
-  +-(32767 - GUARD). Which tensors train: all, the last layer, or biases; `sparsity` leaves that
+  +-(32767 - GUARD). Which tensors train: all, the last layer, the biases, the first layer
+  (`first_layer`: W_1, b_1) or the first and the last (`first_last`); `sparsity` leaves that
   fraction of entries unperturbed (a seeded mask per step).
 
 Options (issue #18's enhancements; each measured in bench/adapter_accuracy.py --ablation, the
@@ -57,7 +58,8 @@ from safe_ctrl_ros.learning.fixed_point import A_MAX, GUARD, W_LIMIT, QuantizedM
 from safe_ctrl_ros.systems.base import FloatArray
 
 Estimator = Literal["projected", "sign"]
-Trainable = Literal["all", "last_layer", "biases"]
+Trainable = Literal["all", "last_layer", "biases", "first_layer", "first_last"]
+TRAINABLE: tuple[str, ...] = ("all", "last_layer", "biases", "first_layer", "first_last")
 Distribution = Literal["rademacher", "gaussian"]
 SparseBy = Literal["random", "large", "small"]
 Normalize = Literal["none", "kernel", "tensor"]
@@ -86,8 +88,8 @@ class ForwardGradientConfig:
     def validate(self, integer: bool) -> None:
         if self.estimator not in ("projected", "sign"):
             raise ConfigError(f"estimator must be projected or sign, got '{self.estimator}'")
-        if self.train not in ("all", "last_layer", "biases"):
-            raise ConfigError(f"train must be all, last_layer or biases, got '{self.train}'")
+        if self.train not in TRAINABLE:
+            raise ConfigError(f"train must be one of {', '.join(TRAINABLE)}, got '{self.train}'")
         if self.perturbations < 1:
             raise ConfigError("perturbations (m) must be >= 1")
         if not 0.0 <= self.sparsity < 1.0:
@@ -123,9 +125,10 @@ def _trainable(n_layers: int, train: Trainable) -> list[bool]:
     """Per tensor (W_1, b_1, W_2, ...): does it train?"""
     flags = []
     for layer in range(n_layers):
+        first, last = layer == 0, layer == n_layers - 1
+        chosen = {"all": True, "last_layer": last, "first_layer": first, "first_last": first or last}
         for is_bias in (False, True):
-            last = layer == n_layers - 1
-            flags.append(train == "all" or (train == "biases" and is_bias) or (train == "last_layer" and last))
+            flags.append(is_bias if train == "biases" else chosen[train])
     return flags
 
 
