@@ -213,6 +213,46 @@ def test_adapter_closed_loop_writes_per_seed_records_and_summaries(tmp_path: Pat
     assert by[0, "qzo_ff"]["rmse_last_10s"] != by[1, "qzo_ff"]["rmse_last_10s"]
 
 
+def test_mujoco_closed_loop_records_its_plant_options_and_merges(tmp_path: Path) -> None:
+    """bench/mujoco_closed_loop.py: the flags reach the run (previous-input model, adapter
+    parameters, the MuJoCo thrust lag), and --merge of two seeds gives the figures over both."""
+    pytest.importorskip("mujoco")
+    common = ("--seeds", "1", "--seconds", "4", "--previous-input", "--adapter-param", "update_period=2.0")
+    parts = [tmp_path / "seed0.json", tmp_path / "seed1.json"]
+    for seed, part in enumerate(parts):
+        _run_bench("mujoco_closed_loop.py", *common, "--first-seed", str(seed), "--variants", "nominal", "qzo_ff",
+                   "--out", str(part))
+    seed0 = json.loads(parts[0].read_text())
+    assert seed0["plant"]["engine"] == "mujoco"
+    assert seed0["plant"]["mujoco"]["thrust_lag"] == pytest.approx(0.015)
+    assert seed0["model"]["previous_input"] is True
+    assert seed0["model"]["file"].endswith("quadrotor_2d_residual_prev_input.npz")
+    assert seed0["adapter_params"] == {"update_period": 2.0}
+    assert [(r["seed"], r["variant"]) for r in seed0["records"]] == [(0, "nominal"), (0, "qzo_ff")]
+    merged = tmp_path / "merged.json"
+    _run_bench("mujoco_closed_loop.py", "--merge", *map(str, parts), "--out", str(merged))
+    both = json.loads(merged.read_text())
+    assert both["seeds"] == [0, 1]
+    by = {(r["seed"], r["variant"]): r for r in both["records"]}
+    nominal = [by[s, "nominal"]["rmse_last_10s"] for s in (0, 1)]
+    assert nominal[0] != nominal[1]  # the seed drives the wind
+    assert both["summaries"]["nominal"]["rmse_last_10s"]["mean"] == pytest.approx(sum(nominal) / 2, rel=1e-12)
+    cut = [1 - by[s, "qzo_ff"]["rmse_last_10s"] / by[s, "nominal"]["rmse_last_10s"] for s in (0, 1)]
+    assert both["cut"]["qzo_ff"]["per_seed"] == pytest.approx(cut, rel=1e-12)
+    # The thrust lag is the plant's: without it the same seed flies otherwise; parts that differ in
+    # their plant are not merged.
+    no_lag = tmp_path / "no_lag.json"
+    _run_bench("mujoco_closed_loop.py", *common, "--thrust-lag", "0", "--variants", "nominal", "--out", str(no_lag))
+    unlagged = json.loads(no_lag.read_text())
+    assert unlagged["plant"]["mujoco"]["thrust_lag"] == 0.0
+    assert unlagged["records"][0]["rmse_last_10s"] != nominal[0]
+    refused = subprocess.run([sys.executable, str(REPO / "bench" / "mujoco_closed_loop.py"), "--merge", str(parts[0]),
+                              str(no_lag), "--out", str(tmp_path / "x.json")], capture_output=True, text=True,
+                             timeout=120, check=False, cwd=REPO)
+    assert refused.returncode != 0
+    assert "differ in 'plant'" in refused.stderr
+
+
 def test_load_writes_its_records(tmp_path: Path) -> None:
     pytest.importorskip("rclpy")
     out = tmp_path / "load.json"
