@@ -233,3 +233,54 @@ def test_a_lockstep_adapters_rounds_are_waited_for_and_swapped_in_at_their_due(r
         except subprocess.TimeoutExpired:
             ctrl.kill()
             ctrl.communicate()
+
+
+def test_the_status_carries_the_disturbance_estimate_the_command_was_planned_with(ros_context: object) -> None:
+    """ControllerStatus.disturbance_estimate is the supervisor's StepReport.disturbance (the NMPC's
+    NmpcResult.disturbance, full nx), zeros on a fallback; the controller in this process, its states
+    handed to it directly, its statuses over DDS."""
+    from rclpy.parameter import Parameter
+
+    from safe_ctrl_ros.control.supervisor import StepReport
+    from safe_ctrl_ros.nodes.controller import ControllerNode
+
+    ctrl = ControllerNode(context=ros_context, namespace="/dist", parameter_overrides=[
+        Parameter("controller", value="nmpc"), Parameter("nmpc.horizon", value=10),
+        Parameter("disturbance_estimate.gain", value=0.5), Parameter("max_state_age", value=0.0)])
+    reports: list[StepReport] = []
+    compute = ctrl.law.compute
+
+    def recorded(*args: object, **kwargs: object) -> StepReport:
+        reports.append(compute(*args, **kwargs))  # type: ignore[arg-type]
+        return reports[-1]
+
+    ctrl.law.compute = recorded  # type: ignore[method-assign]
+    node = Node("dist_probe", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    statuses: list[ControllerStatus] = []
+    sub = node.create_subscription(ControllerStatus, "/dist/controller/status", statuses.append,
+                                   with_depth(STATUS_QOS, 100))
+    try:
+        assert spin_until(executor, lambda: sub.get_publisher_count() > 0, 30.0)
+        model = ctrl.model
+        x = np.array([0.0, 0.0, 0.05, 0.0])
+        push = np.array([0.0, 0.004, 0.0, 0.0])  # on x_dot, the estimated state
+        for k in range(6):
+            ctrl._answer(state_msg(x, k * 20_000_000))
+            x = model.step(x, reports[-1].u, 0.02, 10) + push
+        ctrl.safety_reason = "safety request: test"
+        ctrl._answer(state_msg(x, 6 * 20_000_000))
+        assert spin_until(executor, lambda: len(statuses) == 7, 30.0)
+    finally:
+        node.destroy_node()
+        ctrl.destroy_node()
+    assert [s.header.stamp.nanosec for s in statuses] == [k * 20_000_000 for k in range(7)]
+    for status, report in zip(statuses, reports, strict=True):
+        assert list(status.disturbance_estimate) == report.disturbance.tolist()
+        assert len(status.disturbance_estimate) == 4
+    assert list(statuses[0].disturbance_estimate) == [0.0] * 4  # before the first update
+    np.testing.assert_allclose(statuses[1].disturbance_estimate, 0.5 * push, rtol=0, atol=1e-9)
+    assert statuses[5].disturbance_estimate[1] > statuses[1].disturbance_estimate[1]
+    assert statuses[6].fallback_active
+    assert list(statuses[6].disturbance_estimate) == [0.0] * 4  # the fallback's command was not planned with it

@@ -150,11 +150,23 @@ def test_flagship_with_adapter_same_seed_same_bag_other_seed_other_bag(tmp_path:
                                  "model_file": str(model_file)})
     rec = read_transitions(a, None, None)
     end = _ns(statuses[-1].data_end)  # the last round the node sent
-    result = retrain([s for s in rec.states if s[0] <= end], rec.commands, load_model(model_file, 6, 2),
-                     systems.make("quadrotor_2d"), settings, rec.verdicts)
+    # The node's targets had the NMPC's disturbance estimate (gain 0.5) removed, each step's from the
+    # controller status of its state (targets.remove_disturbance, the default): read from the bag.
+    assert settings.remove_disturbance
+    assert rec.status_topic == f"/{NS}/controller/status"
+    assert rec.disturbances is not None
+    assert sum(bool(np.any(d)) for d in rec.disturbances.values()) > 100
+    inside = [s for s in rec.states if s[0] <= end]
+    result = retrain(inside, rec.commands, load_model(model_file, 6, 2),
+                     systems.make("quadrotor_2d"), settings, rec.verdicts, rec.disturbances)
+    assert result.disturbance_removed
     assert result.versions == len(models) == statuses[-1].updates_accepted
     assert result.best is not None
     assert result.best.int_weights().tolist() == list(models[-1].weights)
+    # ... and without the estimates (as from a bag recorded before the field) the weights differ.
+    kept = retrain(inside, rec.commands, load_model(model_file, 6, 2), systems.make("quadrotor_2d"), settings,
+                   rec.verdicts, None)
+    assert kept.best is None or kept.best.int_weights().tolist() != list(models[-1].weights)
 
 
 def cartpole_scenario(tmp_path: Path) -> Path:

@@ -8,7 +8,11 @@ with the settings of the params file's adapter section (the same parameter names
 node, e.g. config/quadrotor_2d_flagship.yaml) changed by `--set`, on the recording's own clock
 (safe_ctrl_ros.learning.offline: the adapter node's own round loop, with the rollback policy replayed
 on the recorded constraint monitor's verdicts, `<ns>/constraint_monitor/status`, when the bag has
-them). Prints what the setting would have learned: transitions,
+them; with `targets.remove_disturbance`, the default, the targets have the NMPC's disturbance
+estimate removed, read from the recorded controller status `<ns>/controller/status`
+(`disturbance_estimate`) as the node did; a bag without it, e.g. recorded before ControllerStatus
+had the field, trains with nothing removed, and the report says so). Prints what the setting would
+have learned: transitions,
 accepted versions, validation loss before and after, training memory, and the recorded adapter's
 own figures beside them. `--out` saves the newest accepted version as a model file to deploy.
 By default the adapter's inputs are used (`<ns>/state`, `<ns>/cmd`), else the plant's.
@@ -17,6 +21,7 @@ By default the adapter's inputs are used (`<ns>/state`, `<ns>/cmd`), else the pl
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,24 +81,41 @@ class Recording:
     verdicts: list[tuple[int, bool, str]]  # the monitor's: stamp, any violation, safety request reason
     recorded: dict[str, Any]  # the recorded adapter's last status ({} without one)
     topics: tuple[str, str]  # the state and command topics used
+    # The controller's disturbance estimates by the stamp of the state its status answers (empty
+    # vector: none in use); None when the bag has no controller status with the field.
+    disturbances: dict[int, FloatArray] | None = None
+    status_topic: str = ""  # the controller status topic they came from ("" without)
 
 
 def read_transitions(bag: Path, state_topic: str | None, cmd_topic: str | None) -> Recording:
-    """States, commands by stamp, the monitor's verdicts, the recorded adapter's last status, the topics."""
+    """States, commands by stamp, the monitor's verdicts, the recorded adapter's last status, the topics,
+    the controller's disturbance estimates."""
     states: dict[int, FloatArray] = {}
     commands: dict[int, FloatArray] = {}
     verdicts: dict[int, tuple[bool, str]] = {}
     recorded: dict[str, Any] = {}
+    disturbances: dict[int, FloatArray] = {}
     with open_bag(bag) as reader:
         topics = {c.topic: c.msgtype for c in reader.connections}
         s_topic = _pick(topics, state_topic, "state", "plant/state")
         c_topic = _pick(topics, cmd_topic, "cmd", "plant/cmd")
+        d_topic = _controller_status(topics, s_topic)
+        # A bag recorded before ControllerStatus had the field holds its old definition (MCAP bags
+        # embed theirs): nothing to remove.
+        with_field = bool(d_topic) and any(
+            getattr(reader.deserialize(raw, con.msgtype), "disturbance_estimate", None) is not None
+            for con, _, raw in itertools.islice(
+                reader.messages(connections=[c for c in reader.connections if c.topic == d_topic]), 1))
         for con, _, raw in reader.messages():
             monitor = con.topic.endswith("constraint_monitor/status")
-            if con.topic not in (s_topic, c_topic) and not con.topic.endswith("adapter/status") and not monitor:
+            estimate = with_field and con.topic == d_topic
+            if (con.topic not in (s_topic, c_topic) and not con.topic.endswith("adapter/status") and not monitor
+                    and not estimate):
                 continue
             msg: Any = reader.deserialize(raw, con.msgtype)
-            if con.topic == s_topic:
+            if estimate:
+                disturbances.setdefault(_stamp(msg), np.asarray(msg.disturbance_estimate, dtype=np.float64))
+            elif con.topic == s_topic:
                 states.setdefault(_stamp(msg), np.asarray(msg.x, dtype=np.float64))
             elif con.topic == c_topic:
                 commands.setdefault(_stamp(msg), np.asarray(msg.u, dtype=np.float64))
@@ -105,7 +127,18 @@ def read_transitions(bag: Path, state_topic: str | None, cmd_topic: str | None) 
                             "best_val_loss": float(msg.best_val_loss),
                             "training_memory_bytes": int(msg.training_memory_bytes)}
     return Recording(sorted(states.items()), commands, [(s, v, r) for s, (v, r) in sorted(verdicts.items())],
-                     recorded, (s_topic, c_topic))
+                     recorded, (s_topic, c_topic), disturbances if with_field else None,
+                     d_topic if with_field else "")
+
+
+def _controller_status(topics: dict[str, str], state_topic: str) -> str:
+    """The controller status topic in the state topic's namespace, else the only one ("" if none)."""
+    namespace = state_topic.rsplit("/", 1)[0] if "/" in state_topic else ""
+    wanted = f"{namespace}/controller/status"
+    if wanted in topics:
+        return wanted
+    found = sorted(t for t in topics if t == "controller/status" or t.endswith("/controller/status"))
+    return found[0] if len(found) == 1 else ""
 
 
 def _value(text: str) -> Any:
@@ -142,11 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = adapter_settings(values, where=f"params file '{opts.params_file}'" if opts.params_file else "")
         rec = read_transitions(opts.bag, opts.state_topic, opts.cmd_topic)
         recorded, used = rec.recorded, rec.topics
-        result = retrain(rec.states, rec.commands, start, nominal, settings, rec.verdicts)
+        result = retrain(rec.states, rec.commands, start, nominal, settings, rec.verdicts, rec.disturbances)
     except ConfigError as exc:
         print(f"safe-ctrl-retrain: error: {exc}", file=sys.stderr)
         return 2
     print(report(opts.bag, used, settings.config.method, result, recorded))
+    print(targets_line(settings.remove_disturbance, rec))
     if opts.out:
         if result.best is None:
             print(f"no version beat the starting model: {opts.out} not written")
@@ -155,11 +189,25 @@ def main(argv: list[str] | None = None) -> int:
             save_model(opts.out, ResidualModel(start.system, start.dt, result.best, start.loss_scale, meta))
             print(f"model: {opts.out}")
     if opts.json:
-        doc = {"bag": str(opts.bag), "topics": used, "settings": {k: str(v) for k, v in values.items()},
+        doc = {"bag": str(opts.bag), "topics": used, "controller_status_topic": rec.status_topic,
+               "settings": {k: str(v) for k, v in values.items()},
                "result": result.summary(), "recorded_adapter": recorded,
                "rounds": [r.__dict__ for r in result.rounds]}
         opts.json.write_text(dumps(doc))
     return 0
+
+
+def targets_line(remove: bool, rec: Recording) -> str:
+    """What the targets had removed (targets.remove_disturbance and the bag's controller status)."""
+    if not remove:
+        return ("targets: x_k+1 - F(x_k, u_k), the controller's disturbance estimate kept "
+                "(targets.remove_disturbance false)")
+    if rec.disturbances is None:
+        return ("targets: nothing removed: the bag has no controller status with disturbance_estimate (recorded "
+                "without the controller's status, or before ControllerStatus had the field)")
+    used = sum(1 for d in rec.disturbances.values() if d.size)
+    return (f"targets: the controller's disturbance estimate removed, from {rec.status_topic} "
+            f"({used} of {len(rec.disturbances)} statuses carry one; empty: none in use)")
 
 
 def report(bag: Path, topics: tuple[str, str], method: str, result: RetrainResult, recorded: dict[str, Any]) -> str:

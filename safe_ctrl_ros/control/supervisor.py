@@ -5,6 +5,14 @@ configured safe command, when the state is unusable, the solver fails, its resul
 it misses its deadline, or a safety request asks for it; the next step tries the primary law again,
 so it recovers by itself. Every step yields a `StepReport` for the status topic.
 
+`StepReport.disturbance` is the NMPC's offset-free disturbance estimate the step's command was
+planned with (`NmpcResult.disturbance`: one entry per model state, zeros off the estimated states),
+for the adapter to remove from the transition's target (docs/CONTROLLERS.md, Offset-free
+prediction). Empty when no estimate is in use (LQR, or an NMPC with `disturbance_gain` 0); zeros
+(nx) on every fallback step: its command is LQR's or the safe command, not planned with d, and no
+solve (an unusable state, a forced fallback) or no successful one stands behind it, so nothing is
+removed from that transition.
+
 New residual weights (`set_residual_weights`: an adapter's update or rollback) switch bumplessly:
 they are a parameter of the NMPC, so the switch needs no rebuild and keeps its warm start (the
 shifted plan and multipliers); with `blend_steps` N > 0 the weights move from the ones in force to
@@ -17,7 +25,7 @@ the weights in force at that step.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
@@ -47,6 +55,9 @@ class StepReport:
     max_slack: float = 0.0
     fallback_active: bool = False
     fallback_reason: str = ""
+    # The disturbance estimate the command was planned with (module docstring): empty = no estimate
+    # in use, zeros (nx) on a fallback.
+    disturbance: FloatArray = field(default_factory=lambda: np.zeros(0))
 
 
 class SupervisedController:
@@ -112,6 +123,11 @@ class SupervisedController:
     def kind(self) -> str:
         return "nmpc" if self.nmpc is not None else "lqr"
 
+    @property
+    def estimating(self) -> bool:
+        """Whether the primary law carries a disturbance estimate (an NMPC with disturbance_gain > 0)."""
+        return self.nmpc is not None and bool(self.nmpc.disturbance_states)
+
     def _fallback(self, x: FloatArray | None, t: float, reason: str, report: StepReport) -> StepReport:
         self.fallbacks_total += 1
         report.fallback_active, report.fallback_reason = True, reason
@@ -137,6 +153,9 @@ class SupervisedController:
             report.fallback_reason = f"{report.fallback_reason}; {reason}" if report.fallback_reason else reason
             report.fallback_active = True
             report.u = self.safe_command.copy()
+        if report.fallback_active:
+            # not planned with the estimate: nothing to remove (module docstring)
+            report.disturbance = np.zeros(self.model.nx) if self.estimating else np.zeros(0)
         if report.fallback_active and self.nmpc is not None:
             # what went out instead of the NMPC's answer: its disturbance estimate and its previous
             # input (residual.previous_input) go on from the command actually applied
@@ -165,6 +184,8 @@ class SupervisedController:
         report.solver = self.nmpc.cfg.solver
         report.solve_time_s, report.iterations = result.solve_time_s, result.iterations
         report.status, report.cost, report.max_slack = result.status, result.cost, result.max_slack
+        if self.estimating:
+            report.disturbance = np.asarray(result.disturbance, dtype=np.float64).copy()
         if not result.success:
             return self._fallback(xv, t, f"solver failed: {result.status}", report)
         if self.deadline_s > 0 and result.solve_time_s > self.deadline_s:

@@ -182,15 +182,30 @@ class OnlineAdapter:
         return self._passes_before + int(self.trainer.forward_passes)
 
     # --- data -------------------------------------------------------------------------------------
-    def add(self, x: ArrayLike, u: ArrayLike, x_next: ArrayLike, u_prev: ArrayLike | None = None) -> bool:
+    def add(self, x: ArrayLike, u: ArrayLike, x_next: ArrayLike, u_prev: ArrayLike | None = None,
+            disturbance: ArrayLike | None = None) -> bool:
         """One transition (x_k, u_k, x_k+1); for a residual with previous_input also u_prev = u_k-1,
         the command applied the step before (None: not known, e.g. an episode's first step; then
-        u_k is used: the command held). Without the option u_prev is ignored."""
+        u_k is used: the command held). Without the option u_prev is ignored.
+
+        `disturbance`: the NMPC's offset-free disturbance estimate d_k the command u_k was planned
+        with (NmpcResult.disturbance, ControllerStatus.disturbance_estimate: one entry per state),
+        removed from the target, x_k+1 - d_k - F(x_k, u_k), so that the residual does not learn what
+        the estimate already carries (docs/CONTROLLERS.md, Offset-free prediction). None or empty:
+        nothing removed. The checks on the newest transitions (learning/validation.py) get the same
+        next state x_k+1 - d_k (their rollouts hold d_k as the offset outside the model). False
+        (not added) when it is neither empty nor one finite entry per state."""
         xv, uv, xn = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (x, u, x_next))
         if xv.size != self.nominal.nx or uv.size != self.nominal.nu or xn.size != self.nominal.nx:
             return False
         if not (np.all(np.isfinite(xv)) and np.all(np.isfinite(uv)) and np.all(np.isfinite(xn))):
             return False
+        if disturbance is not None:
+            dv = np.asarray(disturbance, dtype=np.float64).reshape(-1)
+            if dv.size:
+                if dv.size != self.nominal.nx or not np.all(np.isfinite(dv)):
+                    return False
+                xn = xn - dv
         inputs = uv
         if self.net.spec.previous_input:
             pv = uv if u_prev is None else np.asarray(u_prev, dtype=np.float64).reshape(-1)

@@ -1,9 +1,11 @@
 """Re-running the adapter's training on recorded transitions (no ROS): try a setting before deploying it.
 
-The recorded states, commands and (if recorded) the constraint monitor's verdicts go through the
-adapter node's own round loop (safe_ctrl_ros.learning.rounds): the same rounds on the recording's
-own (sim) clock, the same transitions per round in stamp order, the same rollback policy. As in a
-lockstep run on board, the result is deterministic. The run is open loop: the recorded robot was
+The recorded states, commands, (if recorded) the constraint monitor's verdicts and the controller's
+disturbance estimates (ControllerStatus.disturbance_estimate, removed from the targets as the node
+does with `targets.remove_disturbance`) go through the adapter node's own round loop
+(safe_ctrl_ros.learning.rounds): the same rounds on the recording's own (sim) clock, the same
+transitions per round in stamp order, the same rollback policy. As in a lockstep run on board, the
+result is deterministic. The run is open loop: the recorded robot was
 driven by whatever model the controller had then, not by the versions trained here (so a rollback
 here replays the policy on the violations the recorded run had).
 """
@@ -43,6 +45,9 @@ class RetrainResult:
     best: QuantizedMLP | None = None  # the newest published version (None: none beat the start model)
     memory_bytes: int = 0
     step_time_ms: float = 0.0
+    # Whether the controller's disturbance estimates were removed from the targets (settings'
+    # targets.remove_disturbance and estimates given: a bag recorded before the field has none).
+    disturbance_removed: bool = False
 
     @property
     def versions(self) -> int:
@@ -54,7 +59,8 @@ class RetrainResult:
                 "rounds": len(self.rounds), "versions": self.versions,
                 "rollbacks": self.rollbacks, "start_val_loss": self.start_val_loss,
                 "best_val_loss": self.best_val_loss, "val_loss_reduction": gain,
-                "training_memory_bytes": self.memory_bytes, "step_time_ms": self.step_time_ms}
+                "training_memory_bytes": self.memory_bytes, "step_time_ms": self.step_time_ms,
+                "disturbance_removed": self.disturbance_removed}
 
 
 def retrain(
@@ -64,10 +70,14 @@ def retrain(
     nominal: SymbolicModel,
     settings: AdapterSettings,
     verdicts: Sequence[tuple[int, bool, str]] = (),
+    disturbances: Mapping[int, FloatArray] | None = None,
 ) -> RetrainResult:
     """Train on `states` (stamp ns, x) and `commands` (stamp of the state they answer -> u), with the
     monitor's `verdicts` (stamp, any violation, safety request reason) for the rollback policy and
-    the freezes."""
+    the freezes, and the controller's `disturbances` (stamp of the state its status answers -> the
+    disturbance estimate, maybe empty) removed from the targets when `settings.remove_disturbance`,
+    each step then needing its estimate as on board (learning/rounds.py). None (e.g. a bag recorded
+    before ControllerStatus had the field): nothing removed, whatever the setting."""
     if not states:
         raise ConfigError("no states to train on")
     if abs(start.dt - settings.dt) > 1e-12:
@@ -75,15 +85,18 @@ def retrain(
     if settings.update_period <= 0 or settings.steps_per_update < 1:
         raise ConfigError("update_period > 0 and steps_per_update >= 1 are required")
     adapter = OnlineAdapter(start, nominal, settings.config)
-    rounds = Rounds(adapter, settings.schedule(), settings.steps_per_update, settings.policy)
+    remove = settings.remove_disturbance and disturbances is not None
+    rounds = Rounds(adapter, settings.schedule(), settings.steps_per_update, settings.policy, disturbances=remove)
     ordered = sorted(states, key=lambda s: s[0])
     for stamp, x in ordered:
         rounds.state(stamp, x)
     for stamp, u in commands.items():
         rounds.command(stamp, u)
+    for stamp, d in (disturbances or {}).items():
+        rounds.disturbance(stamp, d)
     for stamp, violated, reason in verdicts:
         rounds.verdict(stamp, violated, reason)
-    result = RetrainResult()
+    result = RetrainResult(disturbance_removed=remove)
     last = ordered[-1][0]
     steps, step_ms = 0, 0.0
     while (nxt := rounds.next_round()) is not None and nxt[0] <= last:

@@ -7,9 +7,9 @@ order and apply the same policy (docs/ARCHITECTURE.md, lockstep sequence):
 - Round boundaries are the multiples of `update_period` (in stamp ns); the first round ends at the
   first boundary after the first state seen. Round r trains on the transitions (x_k, u_k, x_k+1)
   whose next state is stamped after round r-1's end and at most at round r's end (`data_end`),
-  added in stamp order, whatever order they arrived in; a step whose state or command never came is
-  counted (`missing`). Its result (a new version, a rollback, or no change) is in force from
-  `due` = data_end + `round_delay` on.
+  added in stamp order, whatever order they arrived in; a step whose state or command (or, with
+  `disturbances`, the controller's status) never came is counted (`missing`). Its result (a new
+  version, a rollback, or no change) is in force from `due` = data_end + `round_delay` on.
 - Policy, checked at the start of each round on the monitor's verdicts up to its data end (by
   stamp): when the `window` states from the newest version's due on hold more violations than the
   `window` states before it, the round rolls back to the newest verified version before it
@@ -20,6 +20,13 @@ order and apply the same policy (docs/ARCHITECTURE.md, lockstep sequence):
   are still carried out).
 - The trainer's random draws depend only on the rounds before, so the same data give the same
   versions, however long a round took in wall time.
+- With `disturbances` (the `targets.remove_disturbance` setting) the controller's status is part
+  of a step's data like its command: the NMPC's disturbance estimate d_k for the state at stamp k
+  (ControllerStatus.disturbance_estimate, whose header stamp is the state's), removed from the
+  target of the transition from x_k (OnlineAdapter.add). A round is complete only with the status of
+  its last step (as with its command), and a step whose status never came is `missing` like one
+  whose command never came: never trained on with its estimate taken as zero, which would depend on
+  when the status arrived. An empty estimate (the controller has none in use) removes nothing.
 """
 
 from __future__ import annotations
@@ -76,7 +83,7 @@ class RoundResult:
     val_loss: float  # of the trained weights on the validation transitions (nan before any)
     train_loss: float  # of this round's training (nan without training)
     transitions: int  # added to the buffers by this round
-    missing: int  # steps of this round whose state or command never arrived
+    missing: int  # steps of this round whose state, command or (with disturbances) controller status never arrived
     restarted: bool = False  # training diverged and restarted (docs/LEARNING.md)
     step_time_ms: float = 0.0  # wall time per training step (0 without training)
     # The checks (learning/validation.py) the candidate failed: not published, counted as rejected.
@@ -99,25 +106,34 @@ class Taken:
     # Per transition (by its next stamp): the command one step before u_k, u_k-1, where it arrived
     # (a residual with previous_input takes it; OnlineAdapter.add uses u_k where it is missing).
     previous: dict[int, FloatArray] = field(default_factory=dict)
+    # Per transition (by its next stamp): the controller's disturbance estimate d_k for the state x_k
+    # (Rounds with disturbances: every transition has one, maybe empty; else none: nothing removed).
+    disturbance: dict[int, FloatArray] = field(default_factory=dict)
 
     def added_to(self, core: OnlineAdapter) -> int:
-        """Add the transitions to the adapter's buffers in order (each with its u_k-1): how many it took."""
-        return sum(1 for nxt, x, u, xn in self.transitions if core.add(x, u, xn, self.previous.get(nxt)))
+        """Add the transitions to the adapter's buffers in order (each with its u_k-1 and d_k): how many
+        it took."""
+        return sum(1 for nxt, x, u, xn in self.transitions
+                   if core.add(x, u, xn, self.previous.get(nxt), self.disturbance.get(nxt)))
 
 
 class Rounds:
-    """The inbox (states, commands, monitor verdicts by stamp) and the round loop around one core."""
+    """The inbox (states, commands, monitor verdicts, with `disturbances` the controller's estimates,
+    by stamp) and the round loop around one core."""
 
     def __init__(self, core: OnlineAdapter, schedule: Schedule, steps_per_round: int,
-                 policy: RollbackPolicy | None = None) -> None:
+                 policy: RollbackPolicy | None = None, disturbances: bool = False) -> None:
         if steps_per_round < 1:
             raise ConfigError("steps_per_update >= 1 is required")
         self.core, self.schedule, self.steps = core, schedule, steps_per_round
         self.policy = policy or RollbackPolicy()
+        # Whether each step needs the controller's disturbance estimate (module docstring).
+        self.with_disturbances = disturbances
         self.states: dict[int, FloatArray] = {}
         self.commands: dict[int, FloatArray] = {}
+        self.disturbances: dict[int, FloatArray] = {}
         self.verdicts: dict[int, tuple[bool, str]] = {}
-        self.newest_state = self.newest_command = self.newest_verdict = -1
+        self.newest_state = self.newest_command = self.newest_verdict = self.newest_disturbance = -1
         self.number = 0  # rounds done
         self.data_end: int | None = None  # of the next round (None: before the first state)
         self.start: int | None = None  # the first state's stamp
@@ -142,6 +158,15 @@ class Rounds:
             self.commands.setdefault(stamp, u)
         self.newest_command = max(self.newest_command, stamp)
 
+    def disturbance(self, stamp: int, d: FloatArray) -> None:
+        """The controller's disturbance estimate for the state at `stamp` (ControllerStatus of that
+        stamp; empty: none in use). Kept only with `disturbances`."""
+        if not self.with_disturbances:
+            return
+        if self.number == 0 or stamp >= self._lo():
+            self.disturbances.setdefault(stamp, d)
+        self.newest_disturbance = max(self.newest_disturbance, stamp)
+
     def verdict(self, stamp: int, violated: bool, safety_reason: str) -> None:
         """The monitor's verdict on the state at `stamp`: any constraint violated, and the reason of the
         safety request in force after it ("" = none)."""
@@ -157,13 +182,15 @@ class Rounds:
         return self.data_end, self.data_end + self.schedule.delay_ns
 
     def complete(self, with_verdicts: bool) -> bool:
-        """Whether every part of the next round's data is in: the state at its end, the command of the
-        step before, and (with_verdicts) the monitor's verdict at its end. Streams from one publisher
-        arrive in order, so a newer sample means the older ones came or are lost."""
+        """Whether every part of the next round's data is in: the state at its end, the command (and,
+        with `disturbances`, the controller's status) of the step before, and (with_verdicts) the
+        monitor's verdict at its end. Streams from one publisher arrive in order, so a newer sample
+        means the older ones came or are lost."""
         if self.data_end is None:
             return False
-        end = self.data_end
-        data = self.newest_state >= end and self.newest_command >= end - self.schedule.dt_ns
+        end, last = self.data_end, self.data_end - self.schedule.dt_ns
+        data = self.newest_state >= end and self.newest_command >= last
+        data = data and (not self.with_disturbances or self.newest_disturbance >= last)
         return data and (not with_verdicts or self.newest_verdict >= end)
 
     def started(self) -> bool:
@@ -187,10 +214,13 @@ class Rounds:
         first = self.start + ((lo - self.start) // dt + 1) * dt
         for nxt in range(first, end + 1, dt):
             x, u, xn = self.states.get(nxt - dt), self.commands.get(nxt - dt), self.states.get(nxt)
-            if x is None or u is None or xn is None:
+            d = self.disturbances.get(nxt - dt)
+            if x is None or u is None or xn is None or (self.with_disturbances and d is None):
                 taken.missing += 1
             else:
                 taken.transitions.append((nxt, x, u, xn))
+                if d is not None:
+                    taken.disturbance[nxt] = d
                 u_prev = self.commands.get(nxt - 2 * dt)
                 if u_prev is not None:
                     taken.previous[nxt] = u_prev
@@ -201,6 +231,7 @@ class Rounds:
         # The state at the end starts the next round's first transition.
         self.states = {s: x for s, x in self.states.items() if s >= end - dt}
         self.commands = {s: u for s, u in self.commands.items() if s >= end - dt}
+        self.disturbances = {s: d for s, d in self.disturbances.items() if s >= end - dt}
         return taken
 
     def add_tail(self, upto: int) -> tuple[int, int]:

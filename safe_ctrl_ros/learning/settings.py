@@ -76,6 +76,11 @@ SETTINGS: tuple[ParamSpec, ...] = (
               "at the newest transitions exceeds this many times the model in force's is not published; 0 = off",
               low=0.0),
     ParamSpec("check.jacobian_limit", T.DOUBLE, 0.0, "... or exceeds this (absolute); 0 = off", low=0.0),
+    ParamSpec("targets.remove_disturbance", T.BOOL, True, "train on targets with the NMPC's offset-free disturbance "
+              "estimate removed, x_k+1 - d_k - F(x_k, u_k), d_k from the controller's status of the state x_k "
+              "(ControllerStatus.disturbance_estimate: empty, nothing removed, without an estimate); each step then "
+              "needs that status like its command (lockstep rounds wait for it, a lost one is a missing step). "
+              "false: targets keep the estimate, x_k+1 - F(x_k, u_k) (docs/LEARNING.md, Adapter node)"),
     ParamSpec("update_period", T.DOUBLE, 0.5, "s of (sim) time between training rounds", low=0.0, low_open=True),
     ParamSpec("steps_per_update", T.INT, 20, "training steps per round", low=1, high=MAX_COUNT),
     ParamSpec("round_delay", T.DOUBLE, 0.5, "s of (sim) time after a round's last state at which its result "
@@ -132,6 +137,9 @@ class AdapterSettings:
     steps_per_update: int
     round_delay: float = 0.5  # s of (sim) time from a round's data end to its result's due
     policy: RollbackPolicy = field(default_factory=RollbackPolicy)
+    # targets.remove_disturbance: the controller's disturbance estimate is removed from the targets
+    # (each step needs the controller's status: learning/rounds.py)
+    remove_disturbance: bool = True
 
     def schedule(self) -> Schedule:
         return Schedule.of(self.dt, self.update_period, self.round_delay)
@@ -206,7 +214,8 @@ def adapter_settings(values: Mapping[str, Any], where: str = "") -> AdapterSetti
     config.validate()
     policy = RollbackPolicy(bool(v["rollback.on_violations"]), int(v["rollback.window"]))
     return AdapterSettings(config, float(v["dt"]), str(v["model_file"]), float(v["update_period"]),
-                           int(v["steps_per_update"]), float(v["round_delay"]), policy)
+                           int(v["steps_per_update"]), float(v["round_delay"]), policy,
+                           bool(v["targets.remove_disturbance"]))
 
 
 @dataclass

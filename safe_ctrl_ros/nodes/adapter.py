@@ -1,7 +1,9 @@
 """Adapter node: fine-tunes the learned residual on the robot while it runs.
 
-Collects states (`state`), commands (`cmd`) and the constraint monitor's verdicts
-(`constraint_monitor/status`) by stamp and runs the adapter's training rounds on the sim-time
+Collects states (`state`), commands (`cmd`), the constraint monitor's verdicts
+(`constraint_monitor/status`) and, with `targets.remove_disturbance`, the controller's status
+(`controller/status`: the NMPC's disturbance estimate for each state, removed from the training
+target of the transition from it) by stamp and runs the adapter's training rounds on the sim-time
 schedule of safe_ctrl_ros.learning.rounds (the same loop `safe-ctrl-retrain` replays): a round every
 `update_period` of stamps, each on the transitions up to its end, its result (a new version when the
 held-out validation loss improved by `margin` and the candidate passed the checks on the newest
@@ -12,10 +14,11 @@ with its number, due and the next round's due) and, when it changes the model, `
 (ModelUpdate, latched) first; in lockstep when the state stream reaches the round's due.
 
 `mode: lockstep` makes the rounds reproducible (docs/ARCHITECTURE.md, lockstep sequence): a round
-starts only when every part of its data is in (the state at its end, the command before it, the
-monitor's verdict at its end), the schedule is announced (status round 0) before the loop starts,
-and the controller (`adapter.sync`) waits for each round's status before answering the state at its
-due. `mode: realtime` starts a round when the state stream reaches its end, with what arrived.
+starts only when every part of its data is in (the state at its end, the command and the
+controller's status before it, the monitor's verdict at its end), the schedule is announced
+(status round 0) before the loop starts (once every data stream has a publisher), and the
+controller (`adapter.sync`) waits for each round's status before answering the state at its due.
+`mode: realtime` starts a round when the state stream reaches its end, with what arrived.
 
 Training runs in its own callback group (a multi-threaded executor keeps the data flowing). A
 safety request in the monitor's verdict at a round's end freezes that round; `~/freeze` (SetBool)
@@ -41,7 +44,7 @@ from std_srvs.srv import SetBool, Trigger
 from safe_ctrl_ros.learning.fixed_point import QuantizedMLP
 from safe_ctrl_ros.learning.rounds import FROZEN, ROLLED_BACK, RollbackPolicy, RoundResult, Rounds
 from safe_ctrl_ros.learning.settings import ADAPTER, build_adapter
-from safe_ctrl_ros.msg import AdapterStatus, Command, ConstraintStatus, ModelUpdate, State
+from safe_ctrl_ros.msg import AdapterStatus, Command, ConstraintStatus, ControllerStatus, ModelUpdate, State
 from safe_ctrl_ros.ros.convert import ns_to_stamp, stamp_to_ns, vector_of
 from safe_ctrl_ros.ros.node_main import run_node
 from safe_ctrl_ros.ros.params import declare_parameters, node_options, watch_parameters
@@ -76,7 +79,8 @@ class AdapterNode(Node):
         # tracemalloc would count what the data callbacks allocate meanwhile.
         self.core.measure_memory()
         cfg, path = settings.config, settings.model_file
-        self.rounds = Rounds(self.core, settings.schedule(), settings.steps_per_update, settings.policy)
+        self.rounds = Rounds(self.core, settings.schedule(), settings.steps_per_update, settings.policy,
+                             disturbances=settings.remove_disturbance)
         self.lock = threading.Lock()  # the inbox: data callbacks put, the training thread takes
         self.step_time_ms = 0.0
         self.manual_freeze = False
@@ -91,13 +95,7 @@ class AdapterNode(Node):
         training = MutuallyExclusiveCallbackGroup()
         self.model_pub = self.create_publisher(ModelUpdate, "adapter/model", LATCHED_QOS)
         self.status_pub = self.create_publisher(AdapterStatus, "~/status", STATUS_LATCHED_QOS)
-        self.state_sub = self.create_subscription(
-            State, "state", self._on_state, with_depth(STATE_QOS, DATA_DEPTH), callback_group=data)
-        self.cmd_sub = self.create_subscription(
-            Command, "cmd", self._on_cmd, with_depth(COMMAND_QOS, DATA_DEPTH), callback_group=data)
-        self.monitor_sub = self.create_subscription(
-            ConstraintStatus, "constraint_monitor/status", self._on_monitor, with_depth(STATUS_QOS, DATA_DEPTH),
-            callback_group=data)
+        self._subscribe(data, settings.remove_disturbance)
         self.create_service(Trigger, "~/rollback", self._on_rollback, callback_group=training)
         self.create_service(SetBool, "~/freeze", self._on_freeze, callback_group=training)
         # Wall time: in lockstep the sim clock waits for the rounds this timer runs.
@@ -108,8 +106,24 @@ class AdapterNode(Node):
             f"{cfg.method} on {nominal.name}: {start.net.num_params} weights from '{path}', "
             f"buffer {cfg.buffer_size}, a round of {settings.steps_per_update} steps every "
             f"{settings.update_period} s of sim time, in force {settings.round_delay} s later "
-            f"({values['mode']})"
+            f"({values['mode']}); targets {'without' if settings.remove_disturbance else 'with'} the "
+            "controller's disturbance estimate"
         )
+
+    def _subscribe(self, data: MutuallyExclusiveCallbackGroup, controller_status: bool) -> None:
+        """The data streams, each with a queue for the training rounds' bursts (DATA_DEPTH)."""
+        self.state_sub = self.create_subscription(
+            State, "state", self._on_state, with_depth(STATE_QOS, DATA_DEPTH), callback_group=data)
+        self.cmd_sub = self.create_subscription(
+            Command, "cmd", self._on_cmd, with_depth(COMMAND_QOS, DATA_DEPTH), callback_group=data)
+        self.monitor_sub = self.create_subscription(
+            ConstraintStatus, "constraint_monitor/status", self._on_monitor, with_depth(STATUS_QOS, DATA_DEPTH),
+            callback_group=data)
+        # targets.remove_disturbance: the controller's ~/status, published with STATUS_QOS (reliable,
+        # volatile): the same policies, a deeper queue.
+        self.ctrl_sub = self.create_subscription(
+            ControllerStatus, "controller/status", self._on_controller, with_depth(STATUS_QOS, DATA_DEPTH),
+            callback_group=data) if controller_status else None
 
     def _apply_parameters(self, changed: dict[str, Any]) -> None:
         """rollback.* changes (validated by the spec) apply from the next round on."""
@@ -126,6 +140,10 @@ class AdapterNode(Node):
     def _on_state(self, msg: State) -> None:
         with self.lock:
             self.rounds.state(stamp_to_ns(msg.header.stamp), vector_of(msg.x))
+
+    def _on_controller(self, msg: ControllerStatus) -> None:
+        with self.lock:
+            self.rounds.disturbance(stamp_to_ns(msg.header.stamp), vector_of(msg.disturbance_estimate))
 
     def _on_monitor(self, msg: ConstraintStatus) -> None:
         reason = (msg.safety_reason or "active") if msg.safety_request else ""
@@ -183,14 +201,15 @@ class AdapterNode(Node):
         if first is None:
             return  # no state yet: the plant re-sends its first state until the controller answers
         if self.lockstep:
-            matched = self.cmd_sub.get_publisher_count() > 0 and self.monitor_sub.get_publisher_count() > 0
+            subs = [self.cmd_sub, self.monitor_sub, *([self.ctrl_sub] if self.ctrl_sub is not None else [])]
+            matched = all(sub.get_publisher_count() > 0 for sub in subs)
             now = time.monotonic()
             if not matched:
                 self.matched_since = None
                 if now - self.created > 10.0:
                     self.get_logger().warning(
-                        "lockstep: waiting for publishers of cmd and constraint_monitor/status before announcing "
-                        "the rounds (the controller answers nothing before)", throttle_duration_sec=10.0)
+                        f"lockstep: waiting for publishers of {', '.join(sub.topic_name for sub in subs)} before "
+                        "announcing the rounds (the controller answers nothing before)", throttle_duration_sec=10.0)
                 return
             if self.matched_since is None:
                 self.matched_since = now
@@ -215,8 +234,13 @@ class AdapterNode(Node):
         if result.missing and self.lockstep:
             self.get_logger().error(
                 f"round {result.number}: {result.missing} transition(s) up to t={result.data_end_ns * 1e-9:.3f} s "
-                "never arrived (a lost state or command): this lockstep run is not reproducible"
+                "never arrived (a lost state, command or controller status): this lockstep run is not reproducible"
             )
+        elif result.missing and self.ctrl_sub is not None and self.ctrl_sub.get_publisher_count() == 0:
+            self.get_logger().warning(
+                f"round {result.number}: {result.missing} step(s) missing and no publisher of controller/status: "
+                "with targets.remove_disturbance every step needs the controller's status (false: train without it)",
+                throttle_duration_sec=30.0)
         if result.step_time_ms:
             self.step_time_ms = result.step_time_ms
         if result.outcome == ROLLED_BACK:

@@ -23,7 +23,7 @@ from safe_ctrl_ros.ros.convert import ns_to_stamp, stamp_to_ns, vector_of
 from safe_ctrl_ros.ros.diagnostics import diagnostic_array
 from safe_ctrl_ros.ros.node_main import run_node
 from safe_ctrl_ros.ros.params import declare_parameters, node_options, watch_parameters
-from safe_ctrl_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS, STATUS_QOS
+from safe_ctrl_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS, STATUS_QOS, STEP_STATUS_QOS
 from safe_ctrl_ros.safety.monitor import Level
 
 
@@ -34,7 +34,7 @@ class ConstraintMonitorNode(Node):
         self.stale_timeout = float(values["stale_timeout"])
         self.react = bool(values["reaction.enabled"])
         self.core = build_monitor(values)
-        self.status_pub = self.create_publisher(ConstraintStatus, "~/status", STATUS_QOS)
+        self.status_pub = self.create_publisher(ConstraintStatus, "~/status", STEP_STATUS_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", STATUS_QOS)
         self.request_pub = self.create_publisher(SafetyRequest, "safety/request", LATCHED_QOS)
         self.create_subscription(State, "state", self._on_state, STATE_QOS)

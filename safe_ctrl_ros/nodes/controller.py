@@ -12,9 +12,11 @@ of a round whose status (accepted or not) has not come yet (docs/ARCHITECTURE.md
 sequence); after `adapter.sync_timeout` wall s without it, an error, and updates apply on arrival.
 On an unusable state, a solver failure, a non-finite result, a missed deadline or a stale state
 (older than `max_state_age` on the node's clock) the node falls back (LQR or a safe command) for
-that step and says so on `~/status`; a state older than one already answered is dropped (counted,
-logged). The controller's model (`system`, `model.*`) is configured independently of the plant's,
-so a model mismatch is a parameter change.
+that step and says so on `~/status`, which also carries the NMPC's offset-free disturbance
+estimate the command was planned with (`disturbance_estimate`: empty without one, zeros on a
+fallback; the adapter removes it from its training targets); a state older than one already
+answered is dropped (counted, logged). The controller's model (`system`, `model.*`) is configured
+independently of the plant's, so a model mismatch is a parameter change.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from safe_ctrl_ros.parameters.controller import CONTROLLER, build_controller
 from safe_ctrl_ros.ros.convert import command_msg, stamp_to_ns, vector_of
 from safe_ctrl_ros.ros.node_main import run_node
 from safe_ctrl_ros.ros.params import declare_parameters, node_options, watch_parameters
-from safe_ctrl_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS, STATUS_QOS, with_depth
+from safe_ctrl_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS, STATUS_QOS, STEP_STATUS_QOS, with_depth
 
 
 class ControllerNode(Node):
@@ -60,7 +62,7 @@ class ControllerNode(Node):
         # callbacks only run once the node spins, after __init__.
         group = MutuallyExclusiveCallbackGroup()  # model swaps never interleave with a solve
         self.cmd_pub = self.create_publisher(Command, "cmd", COMMAND_QOS)
-        self.status_pub = self.create_publisher(ControllerStatus, "~/status", STATUS_QOS)
+        self.status_pub = self.create_publisher(ControllerStatus, "~/status", STEP_STATUS_QOS)
         self.state_sub = self.create_subscription(State, "state", self._on_state, STATE_QOS, callback_group=group)
         self.model_sub = self.create_subscription(
             ModelUpdate, "adapter/model", self._on_model, LATCHED_QOS, callback_group=group
@@ -255,6 +257,9 @@ class ControllerNode(Node):
             fallback_active=report.fallback_active,
             fallback_reason=report.fallback_reason,
             fallbacks_total=self.law.fallbacks_total,
+            # the estimate the command was planned with: empty = none in use, zeros on a fallback
+            # (control/supervisor.py); the adapter removes it from the transition's target
+            disturbance_estimate=report.disturbance.tolist(),
         )
         status.header = state.header
         self.status_pub.publish(status)

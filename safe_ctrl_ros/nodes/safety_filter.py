@@ -40,7 +40,7 @@ from safe_ctrl_ros.ros.convert import command_msg, stamp_to_ns, vector_of
 from safe_ctrl_ros.ros.diagnostics import diagnostic_array
 from safe_ctrl_ros.ros.node_main import run_node
 from safe_ctrl_ros.ros.params import declare_parameters, node_options
-from safe_ctrl_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS, STATUS_QOS, with_depth
+from safe_ctrl_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, STATE_QOS, STATUS_QOS, STEP_STATUS_QOS, with_depth
 from safe_ctrl_ros.safety.filters import FilterReport
 from safe_ctrl_ros.safety.monitor import Level
 
@@ -53,7 +53,7 @@ class SafetyFilterNode(Node):
         values = declare_parameters(self, SAFETY_FILTER)  # parameters/safety_filter.py
         group = MutuallyExclusiveCallbackGroup()  # model swaps never interleave with a filter step
         self.cmd_pub = self.create_publisher(Command, "cmd", COMMAND_QOS)
-        self.status_pub = self.create_publisher(SafetyFilterStatus, "~/status", STATUS_QOS)
+        self.status_pub = self.create_publisher(SafetyFilterStatus, "~/status", STEP_STATUS_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", STATUS_QOS)
         self.create_subscription(State, "state", self._on_state, STATE_QOS, callback_group=group)
         self.create_subscription(Command, "cmd_proposed", self._on_proposed, COMMAND_QOS, callback_group=group)

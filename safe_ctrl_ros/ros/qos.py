@@ -49,3 +49,11 @@ def with_depth(profile: QoSProfile, depth: int) -> QoSProfile:
     return QoSProfile(
         history=profile.history, depth=depth, reliability=profile.reliability, durability=profile.durability
     )
+
+
+# A node's per-step `~/status` (controller, monitor, safety filter), as published: latched (reliable,
+# transient local) with 2 s of history at 50 Hz. DDS discovery is not symmetric: a recorder's reader
+# can match a writer before the writer has matched it, and a volatile writer drops what it publishes
+# in between (seen: the first 18 statuses of a run missing from its bag). A transient-local writer
+# sends its history to a transient-local reader when it matches; volatile readers match it too.
+STEP_STATUS_QOS = with_depth(LATCHED_QOS, 100)
