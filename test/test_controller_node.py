@@ -157,82 +157,142 @@ def test_model_updates_are_checked_and_swapped_in(ros_context: object) -> None:
     assert "older than the last answered" in output
 
 
+DT_NS = 20_000_000
+SYNC_SPEC = ResidualSpec(4, 1, hidden=(8,), activation="tanh")
+
+
+class SyncedController:
+    """A controller with adapter.sync in its own process, and this test's stand-in for the plant
+    (states, as a lockstep plant sends them) and for the adapter (statuses and models)."""
+
+    def __init__(self, ros_context: object, ns: str) -> None:
+        import time
+
+        from safe_ctrl_ros.msg import AdapterStatus, Command
+        from safe_ctrl_ros.ros.qos import COMMAND_QOS
+
+        self.time = time
+        self.proc = subprocess.Popen(
+            [*executable("controller"), "--ros-args", "-r", f"__ns:=/{ns}", "-p", "controller:=nmpc",
+             "-p", "residual.enabled:=true", "-p", "residual.hidden:=[8]", "-p", "residual.activation:=tanh",
+             "-p", "nmpc.horizon:=10", "-p", "max_state_age:=0.0", "-p", "adapter.sync:=true",
+             "-p", "adapter.sync_timeout:=3.0"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.node = Node(f"adapter_double_{ns}", context=ros_context)
+        self.executor = SingleThreadedExecutor(context=ros_context)
+        self.executor.add_node(self.node)
+        self.cmds: dict[int, float] = {}  # stamp -> wall time answered
+        self.versions: dict[int, int] = {}
+        self.node.create_subscription(Command, f"/{ns}/cmd", lambda m: self.cmds.setdefault(
+            m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, time.monotonic()), COMMAND_QOS)
+        self.node.create_subscription(ControllerStatus, f"/{ns}/controller/status", lambda m: self.versions.setdefault(
+            m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m.model_version), STATUS_QOS)
+        self.state_pub = self.node.create_publisher(State, f"/{ns}/state", STATE_QOS)
+        self.status_pub = self.node.create_publisher(AdapterStatus, f"/{ns}/adapter/status",
+                                                     with_depth(LATCHED_QOS, 10))
+        self.model_pub = self.node.create_publisher(ModelUpdate, f"/{ns}/adapter/model", LATCHED_QOS)
+        assert spin_until(self.executor, lambda: self.state_pub.get_subscription_count() > 0, 30.0)
+
+    @staticmethod
+    def t(k: int) -> object:
+        from builtin_interfaces.msg import Time
+
+        ns = k * DT_NS
+        return Time(sec=ns // 10**9, nanosec=ns % 10**9)
+
+    def answered(self, k: int, within: float) -> float | None:
+        """Send state k as a lockstep plant does (again every 0.1 s) until it is answered: the wall s it took."""
+        begin = self.time.monotonic()
+        while self.time.monotonic() - begin < within:
+            self.state_pub.publish(state_msg(np.array([0.0, 0.0, 0.05, 0.0]), k * DT_NS))
+            if spin_until(self.executor, lambda: k * DT_NS in self.cmds, 0.1):
+                return self.cmds[k * DT_NS] - begin
+        return None
+
+    def announce(self, next_due: int) -> None:
+        from safe_ctrl_ros.msg import AdapterStatus
+
+        self.status_pub.publish(AdapterStatus(round=0, outcome="announced", lockstep=True, next_due=self.t(next_due)))
+
+    def report(self, number: int, version: int, due: int, next_due: int) -> None:
+        from safe_ctrl_ros.msg import AdapterStatus
+
+        self.status_pub.publish(AdapterStatus(round=number, outcome="accepted", version=version, lockstep=True,
+                                              due=self.t(due), next_due=self.t(next_due)))
+
+    def model(self, version: int, number: int, due: int) -> None:
+        weights = np.zeros(SYNC_SPEC.num_params, dtype=np.int16)
+        weights[-3] = 100 + version
+        self.model_pub.publish(ModelUpdate(version=version, activation="tanh", layer_sizes=[5, 8, 4],
+                                           weights=weights.tolist(), scales=[1e-4] * 4, validation_loss=0.5,
+                                           round=number, due=self.t(due)))
+
+    def versions_of(self, steps: range) -> list[int]:
+        assert spin_until(self.executor, lambda: all(k * DT_NS in self.versions for k in steps), 10.0)
+        return [self.versions[k * DT_NS] for k in steps]
+
+    def close(self) -> str:
+        self.node.destroy_node()
+        self.proc.terminate()
+        try:
+            return self.proc.communicate(timeout=20)[0]
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.communicate()[0]
+
+
 def test_a_lockstep_adapters_rounds_are_waited_for_and_swapped_in_at_their_due(ros_context: object) -> None:
     """adapter.sync: nothing is answered before the adapter's announcement; a state at a round's due
     waits for that round's status (and model), whose model is in use from exactly that state; a round
     that never reports holds the loop for adapter.sync_timeout, then the controller goes on."""
-    import time
-
-    from builtin_interfaces.msg import Time
-
-    from safe_ctrl_ros.msg import AdapterStatus, Command
-    from safe_ctrl_ros.ros.qos import COMMAND_QOS
-
-    dt = 20_000_000
-    spec = ResidualSpec(4, 1, hidden=(8,), activation="tanh")
-    ctrl = subprocess.Popen(
-        [*executable("controller"), "--ros-args", "-r", "__ns:=/sync", "-p", "controller:=nmpc",
-         "-p", "residual.enabled:=true", "-p", "residual.hidden:=[8]", "-p", "residual.activation:=tanh",
-         "-p", "nmpc.horizon:=10", "-p", "max_state_age:=0.0", "-p", "adapter.sync:=true",
-         "-p", "adapter.sync_timeout:=3.0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    node = Node("adapter_double", context=ros_context)
-    executor = SingleThreadedExecutor(context=ros_context)
-    executor.add_node(node)
-    cmds: dict[int, float] = {}  # stamp -> wall time answered
-    versions: dict[int, int] = {}
-    node.create_subscription(Command, "/sync/cmd", lambda m: cmds.setdefault(
-        m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, time.monotonic()), COMMAND_QOS)
-    node.create_subscription(ControllerStatus, "/sync/controller/status", lambda m: versions.setdefault(
-        m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m.model_version), STATUS_QOS)
-    state_pub = node.create_publisher(State, "/sync/state", STATE_QOS)
-    status_pub = node.create_publisher(AdapterStatus, "/sync/adapter/status", with_depth(LATCHED_QOS, 10))
-    model_pub = node.create_publisher(ModelUpdate, "/sync/adapter/model", LATCHED_QOS)
-
-    def t(ns: int) -> Time:
-        return Time(sec=ns // 10**9, nanosec=ns % 10**9)
-
-    def answered(k: int, within: float) -> float | None:
-        """Send state k as a lockstep plant does (again every 0.1 s) until it is answered: the wall s it took."""
-        begin = time.monotonic()
-        while time.monotonic() - begin < within:
-            state_pub.publish(state_msg(np.array([0.0, 0.0, 0.05, 0.0]), k * dt))
-            if spin_until(executor, lambda: k * dt in cmds, 0.1):
-                return cmds[k * dt] - begin
-        return None
-
+    c = SyncedController(ros_context, "sync")
     try:
-        assert spin_until(executor, lambda: state_pub.get_subscription_count() > 0, 30.0)
-        assert answered(0, 2.0) is None  # no announcement yet: held
-        status_pub.publish(AdapterStatus(round=0, outcome="announced", lockstep=True, next_due=t(3 * dt)))
+        assert c.answered(0, 2.0) is None  # no announcement yet: held
+        c.announce(next_due=3)
         # Round 1's model comes early (training finished fast): it must still go in at its due, state 3.
-        weights = np.zeros(spec.num_params, dtype=np.int16)
-        weights[-3] = 100
-        model_pub.publish(ModelUpdate(version=4, activation="tanh", layer_sizes=[5, 8, 4], weights=weights.tolist(),
-                                      scales=[1e-4] * 4, validation_loss=0.5, round=1, due=t(3 * dt)))
-        assert answered(0, 20.0) is not None
-        assert answered(1, 5.0) is not None
-        assert answered(2, 5.0) is not None
-        assert answered(3, 1.5) is None  # due: round 1 has not reported
-        status_pub.publish(AdapterStatus(round=1, outcome="accepted", version=4, lockstep=True, due=t(3 * dt),
-                                         next_due=t(6 * dt)))
-        assert answered(3, 5.0) is not None
-        assert answered(4, 5.0) is not None
-        assert answered(5, 5.0) is not None
-        waited = answered(6, 10.0)  # round 2 never reports: after adapter.sync_timeout the loop goes on
+        c.model(version=4, number=1, due=3)
+        assert c.answered(0, 20.0) is not None
+        assert c.answered(1, 5.0) is not None
+        assert c.answered(2, 5.0) is not None
+        assert c.answered(3, 1.5) is None  # due: round 1 has not reported
+        c.report(1, version=4, due=3, next_due=6)
+        assert c.answered(3, 5.0) is not None
+        assert c.answered(4, 5.0) is not None
+        assert c.answered(5, 5.0) is not None
+        waited = c.answered(6, 10.0)  # round 2 never reports: after adapter.sync_timeout the loop goes on
         assert waited is not None
         assert 2.5 < waited < 6.0
-        assert spin_until(executor, lambda: all(k * dt in versions for k in range(7)), 10.0)
-        assert [versions[k * dt] for k in range(7)] == [0, 0, 0, 4, 4, 4, 4]
+        assert c.versions_of(range(7)) == [0, 0, 0, 4, 4, 4, 4]
     finally:
-        node.destroy_node()
-        ctrl.terminate()
-        try:
-            ctrl.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            ctrl.kill()
-            ctrl.communicate()
+        c.close()
+
+
+def test_an_adapter_restart_ends_lockstep_and_later_updates_apply_on_arrival(ros_context: object) -> None:
+    """A second announcement after rounds ran (the adapter restarted): the controller logs an error,
+    stops waiting at dues, and applies the new adapter's updates as they arrive."""
+    c = SyncedController(ros_context, "restart")
+    try:
+        c.announce(next_due=2)
+        assert c.answered(0, 20.0) is not None
+        assert c.answered(1, 5.0) is not None
+        c.report(1, version=4, due=2, next_due=4)
+        c.model(version=4, number=1, due=2)
+        assert c.answered(2, 5.0) is not None
+        assert c.answered(3, 5.0) is not None
+        c.announce(next_due=100)  # the restarted adapter's schedule
+        # The next due (state 4) is not waited for: the schedule was given up on.
+        took = c.answered(4, 5.0)
+        assert took is not None
+        assert took < 2.0  # well under adapter.sync_timeout (3 s)
+        c.model(version=9, number=1, due=100)  # applies on arrival, not at state 100
+        spin_until(c.executor, lambda: False, 1.0)  # let it arrive
+        assert c.answered(5, 5.0) is not None
+        assert c.versions_of(range(6)) == [0, 0, 4, 4, 4, 9]
+    finally:
+        out = c.close()
+    assert "the adapter restarted" in out
+    assert "Logger severity cannot be changed" not in out
 
 
 def test_the_status_carries_the_disturbance_estimate_the_command_was_planned_with(ros_context: object) -> None:
