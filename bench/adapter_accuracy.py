@@ -308,6 +308,10 @@ def summarize_all(records: list[dict[str, Any]], data: list[dict[str, Any]], see
         if "final_val_loss_16w8a" in first:
             entry["final_val_loss_16w8a"] = summary(values(key, "final_val_loss_16w8a"), start)
         curves = np.array([keyed[key][s]["curve"] for s in seeds], dtype=float)
+        # How much the second half of the budget still gave: final loss / loss at half the passes,
+        # per seed (1: flat, a plateau at this step size).
+        half = int(np.searchsorted(curves[0, :, 0], curves[0, -1, 0] / 2))
+        entry["second_half_ratio"] = summary((curves[:, -1, 1] / curves[:, half, 1]).tolist())
         entry["curve_mean"] = [[int(p), float(v)] for p, v in zip(curves[0, :, 0], curves[:, :, 1].mean(axis=0),
                                                                     strict=True)]
         out["summaries"][key] = entry

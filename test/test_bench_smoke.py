@@ -131,6 +131,11 @@ def test_adapter_accuracy_writes_per_seed_records_and_summaries(tmp_path: Path) 
     assert summary["mean"] == pytest.approx(sum(qzo) / 2, rel=1e-12)
     assert summary["worst"] == max(qzo)
     assert summary["ci95_low"] < summary["mean"] < summary["ci95_high"]
+    # The second half of the budget: final loss over the loss at half the passes, per seed.
+    curves = [by[s, "qzo_ff", 0.01]["curve"] for s in (0, 1)]
+    halves = [next(v for p, v in c if p >= c[-1][0] / 2) for c in curves]
+    late = data["summaries"]["qzo_ff"]["second_half_ratio"]
+    assert late["mean"] == pytest.approx(sum(c[-1][1] / h for c, h in zip(curves, halves, strict=True)) / 2)
     means = {lr: sum(by[s, "bp", lr]["final_val_loss"] for s in (0, 1)) / 2 for lr in (1e-3, 1e-2)}
     assert data["bp_lr"] == min(means, key=means.__getitem__)
     bp = [by[s, "bp", data["bp_lr"]]["final_val_loss"] for s in (0, 1)]
