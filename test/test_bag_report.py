@@ -16,8 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def write_run(path: Path, violate_at: float | None, system: str | None = None, theta_rate: float = 0.0,
-              safety_filter: bool = False) -> None:
+              safety_filter: bool = False, answered_twice: int | None = None) -> None:
     """A synthetic 2 s cart-pole run at 50 Hz; theta_dot leaves the pole constraint at `violate_at`.
+    With `answered_twice` = k, state k was re-sent and answered again, with another command (3 N),
+    which the plant rejected: the bag holds both commands of that stamp, the applied one first.
 
     The cart drifts (x = 0.01 k m at step k), the pole leans by theta = theta_rate k rad, the reference
     is 0. `system` is written into the bag's metadata (None: an old bag that does not name it).
@@ -66,6 +68,9 @@ def write_run(path: Path, violate_at: float | None, system: str | None = None, t
         for topic, msg in msgs.items():
             for _ in range(2 if topic.endswith("safety_filter/status") and k == 50 else 1):
                 writer.write(topic, round(t * 1e9), ts.serialize_cdr(msg, msg.__msgtype__))
+        if k == answered_twice:
+            again = T["safe_ctrl_ros/msg/Command"](header=h, u=np.array([3.0]))
+            writer.write("/r/plant/cmd", round(t * 1e9) + 1, ts.serialize_cdr(again, again.__msgtype__))
     writer.close()
 
 
@@ -95,6 +100,12 @@ def test_metrics_of_a_run_with_a_known_violation(tmp_path: Path) -> None:
     expected = np.sqrt(np.mean([(0.01 * k) ** 2 for k in range(100)]))  # x drifts, theta 0
     assert b["tracking_rmse"] == pytest.approx(expected)
     assert a["control_effort"] == pytest.approx(0.25)
+    # A state answered twice (re-sent by the plant): the command the plant applied, the first, counts.
+    write_run(tmp_path / "twice", violate_at=None, answered_twice=50)
+    twice = load_run(tmp_path / "twice")
+    assert twice.topics["/r/plant/cmd"][1] == 101
+    assert [float(u[0]) for _, u in twice.commands] == [0.5] * 100
+    assert metrics(twice)["control_effort"] == pytest.approx(0.25)
     table = markdown([a, b])
     assert "| violation_steps | 1 | 0 |" in table
 

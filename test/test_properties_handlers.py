@@ -130,6 +130,7 @@ class FakeNmpc:
         self.outcomes, self.nu, self.calls, self.resets = outcomes, nu, 0, 0
         self.applied: list[np.ndarray] = []
         self.cfg = _Cfg()
+        self.disturbance_states: tuple[int, ...] = ()  # no offset-free estimate (as Nmpc with gain 0)
 
     def solve(self, x: Any, t: float) -> NmpcResult:
         ok, u, solve_time = self.outcomes[self.calls % len(self.outcomes)] if self.outcomes else (True, 0.0, 0.0)

@@ -93,6 +93,7 @@ def load_run(path: str | Path, system: str | None = None) -> Run:
         for con in reader.connections:
             run.topics[con.topic] = (con.msgtype, con.msgcount)
         seen_states: set[float] = set()
+        seen_commands: set[float] = set()
         for con, _t_rx, raw in reader.messages():
             topic = con.topic
             msg: Any = reader.deserialize(raw, con.msgtype)
@@ -104,7 +105,10 @@ def load_run(path: str | Path, system: str | None = None) -> Run:
             elif topic.endswith("plant/reference"):
                 run.references[_t(msg.header)] = np.asarray(msg.x_ref, dtype=np.float64)
             elif topic.endswith("plant/cmd"):
-                run.commands.append((_t(msg.header), np.asarray(msg.u, dtype=np.float64)))
+                t = _t(msg.header)
+                if t not in seen_commands:  # a re-sent state answered twice: the plant applies the first
+                    seen_commands.add(t)
+                    run.commands.append((t, np.asarray(msg.u, dtype=np.float64)))
             elif kept := next((name for sfx, name in MESSAGE_LISTS.items() if topic.endswith(sfx)), ""):
                 getattr(run, kept).append(msg)
             elif topic == "/diagnostics":
