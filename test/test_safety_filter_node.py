@@ -68,16 +68,21 @@ def test_lockstep_commands_are_the_filters_answers_with_the_same_stamp(tmp_path:
     assert proc.returncode == 0, out[-3000:]
     steps = json.loads(summary.read_text())["steps"]
     assert steps == 100
-    assert len(certified) in (steps, steps + 1)  # states k = 0..steps; the last one's answer may come after the end
-    # The probe's reader can be matched before the controller's writer has matched it (Fast DDS
-    # discovery is not symmetric), so its first proposals may be lost to the probe (never to the
-    # filter: every certified stamp is there): compare from the probe's first proposal, at most
-    # 3 steps in.
-    first = min(proposed)
-    assert first <= 3 * 20_000_000, f"the probe lost the proposals up to t={first * 1e-9:.2f} s"
+    # The probe's readers can be matched before the controller's and the filter's writers have
+    # matched them (Fast DDS discovery is not symmetric), so the first proposals and certified
+    # commands may be lost to the probe (never to the plant, which ran all its steps): from the
+    # probe's first one, at most 3 steps in, every step's certified command is there, up to the last
+    # state's (k = 0..steps; the last one's answer may come after the end).
+    dt = 20_000_000
+    assert min(certified) <= 3 * dt, f"the probe lost the certified commands up to t={min(certified) * 1e-9:.2f} s"
+    assert sorted(certified) == list(range(min(certified), max(certified) + dt, dt))
+    assert max(certified) in ((steps - 1) * dt, steps * dt)
+    assert min(proposed) <= 3 * dt, f"the probe lost the proposals up to t={min(proposed) * 1e-9:.2f} s"
+    assert min(statuses) <= 3 * dt, f"the probe lost the statuses up to t={min(statuses) * 1e-9:.2f} s"
+    first = max(min(proposed), min(certified), min(statuses))  # compare from where the probe has all three
     certified_seen = {k: v for k, v in certified.items() if k >= first}
     statuses = {k: v for k, v in statuses.items() if k >= first}
-    proposed = {k: v for k, v in proposed.items() if k in certified}  # (a last proposal may be cut off)
+    proposed = {k: v for k, v in proposed.items() if k in certified_seen}  # (a last proposal may be cut off)
     # one certified command per step, each answering the proposal with the same stamp
     assert sorted(certified_seen) == sorted(proposed) == sorted(statuses)
     intervened = 0
@@ -91,7 +96,7 @@ def test_lockstep_commands_are_the_filters_answers_with_the_same_stamp(tmp_path:
         assert st.infeasible is False
         intervened += st.intervened
     last = statuses[max(statuses)]
-    lost = len(certified) - len(certified_seen)  # steps before the probe's first proposal
+    lost = first // dt  # the steps before the probe's first complete one
     assert intervened <= last.interventions_total <= intervened + lost
     assert intervened > 0  # the aggressive LQR's first commands are cut
 
