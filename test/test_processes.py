@@ -26,3 +26,15 @@ def test_stop_escalates_past_an_ignored_sigint_and_reports_who_outlived_it(tmp_p
     assert stubborn.wait() == -signal.SIGTERM
     assert seen == [([stubborn.pid], signal.SIGINT)]
     assert log.read_text() == "up\n"
+
+
+def test_a_child_stops_at_sigint_even_when_its_launcher_ignores_it() -> None:
+    """A launcher started as a background job of a shell without job control has SIGINT ignored;
+    its nodes must not inherit that, or the first stage of `stop` does nothing."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        child = processes.spawn(["sleep", "60"], dict(os.environ))
+    finally:
+        signal.signal(signal.SIGINT, before)
+    processes.stop([child], ((signal.SIGINT, 2.0), (signal.SIGKILL, 2.0)))
+    assert child.wait() == -signal.SIGINT

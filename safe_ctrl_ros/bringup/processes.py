@@ -22,12 +22,17 @@ Stage = tuple[signal.Signals, float]
 STOP_STAGES: tuple[Stage, ...] = ((signal.SIGINT, 5.0), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0))
 
 
-def die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+def prepare_child() -> None:
+    """In the child, before exec: SIGINT back to its default action, and SIGTERM when the parent dies.
+
+    A shell without job control starts its background jobs with SIGINT ignored, and an exec keeps an
+    ignored signal ignored: a node started by `safe-ctrl-bringup ... &` would then outlive the SIGINT
+    that `stop` sends first, and only stop at the SIGTERM after it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     if sys.platform.startswith("linux"):
         import ctypes
 
-        pr_set_pdeathsig = 1
+        pr_set_pdeathsig = 1  # (Linux prctl PR_SET_PDEATHSIG)
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
@@ -35,10 +40,10 @@ def spawn(cmd: Sequence[str], env: dict[str, str], log: Path | None = None) -> s
     """Start `cmd` in its own session; output (stdout and stderr) to `log`, else to a pipe."""
     if log is None:
         return subprocess.Popen(list(cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
+                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=prepare_child)
     with open(log, "wb") as out:
         return subprocess.Popen(list(cmd), env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=die_with_parent)
+                                start_new_session=True, preexec_fn=prepare_child)
 
 
 def stop(popens: Sequence[subprocess.Popen[bytes]], stages: Sequence[Stage] = STOP_STAGES,
