@@ -4,6 +4,7 @@ in at the step the round announced, and a rollback (carried out by the next roun
 from __future__ import annotations
 
 import itertools
+import re
 import signal
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from rclpy.node import Node  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
 from safe_ctrl_ros.msg import AdapterStatus, ControllerStatus, ModelUpdate  # noqa: E402
-from safe_ctrl_ros.ros.qos import LATCHED_QOS, STATUS_QOS  # noqa: E402
+from safe_ctrl_ros.ros.qos import LATCHED_QOS, STATUS_QOS, with_depth  # noqa: E402
 
 LAUNCH = REPO / "launch" / "quadrotor_2d_flagship.launch.xml"
 
@@ -64,7 +65,7 @@ def test_adapter_learns_publishes_and_rolls_back(ros_context: object, tmp_path: 
     adapter_status: list[AdapterStatus] = []
     ctrl_status: list[ControllerStatus] = []
     subs = [
-        node.create_subscription(ModelUpdate, "/flag/adapter/model", models.append, LATCHED_QOS),
+        node.create_subscription(ModelUpdate, "/flag/adapter/model", models.append, with_depth(LATCHED_QOS, 50)),
         node.create_subscription(AdapterStatus, "/flag/adapter/status", adapter_status.append, STATUS_QOS),
         node.create_subscription(ControllerStatus, "/flag/controller/status", ctrl_status.append, STATUS_QOS),
     ]
@@ -86,16 +87,26 @@ def test_adapter_learns_publishes_and_rolls_back(ros_context: object, tmp_path: 
         frozen = freeze.call_async(SetBool.Request(data=True))
         assert spin_until(executor, frozen.done, 30.0)
         spin_until(executor, lambda: False, 1.0)  # a round already under way may still publish
-        newest = max(m.version for m in models)
+        seen = max(m.version for m in models)
         client = node.create_client(Trigger, "/flag/adapter/rollback")
         assert client.wait_for_service(timeout_sec=30.0)
-        count = len(models)
         future = client.call_async(Trigger.Request())
         assert spin_until(executor, future.done, 30.0)
         assert future.result().success
-        assert future.result().message.startswith(f"rollback of v{newest}: by round ")
-        assert spin_until(executor, lambda: len(models) > count, 30.0)
-        back = models[-1]
+        # The version rolled back from is the newest: the one seen, or one a round under way at the
+        # freeze published after it (on a loaded machine, later than the second waited above).
+        reply = re.fullmatch(r"rollback of v(\d+): by round \d+ \(due t=[0-9.]+ s\)", future.result().message)
+        assert reply is not None, future.result().message
+        newest = int(reply.group(1))
+        assert newest >= seen
+
+        def after_newest() -> list[ModelUpdate]:
+            """The models published after version `newest` (the rollback's among them)."""
+            at = [i for i, m in enumerate(models) if m.version == newest]
+            return models[at[-1] + 1:] if at else []
+
+        assert spin_until(executor, lambda: bool(after_newest()), 30.0)
+        back = after_newest()[0]
         assert back.version < newest
         assert spin_until(executor, lambda: adapter_status and adapter_status[-1].rollbacks == 1, 30.0)
         rolled = next(s for s in adapter_status if s.round == back.round)
