@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from helpers.heavy_flight import DT, DT_NS, heavy_run
 from safe_ctrl_ros import systems
 from safe_ctrl_ros.bag.retrain import main, node_params, read_transitions
 from safe_ctrl_ros.bag.types import msg_dir, typestore
@@ -29,26 +30,6 @@ from safe_ctrl_ros.tasks import make_task
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "config" / "models" / "quadrotor_2d_residual.npz"
 PARAMS = REPO / "config" / "quadrotor_2d_flagship.yaml"
-DT = 0.02
-DT_NS = 20_000_000
-
-
-def flight(steps: int, seed: int = 3) -> tuple[list[tuple[int, FloatArray]], dict[int, FloatArray]]:
-    """A 30% heavier 2D quadrotor hovering at z = 1 m under LQR plus thrust noise (as test_retrain's):
-    (stamp, x) and the commands by stamp."""
-    heavy = systems.make("quadrotor_2d", mass=0.027 * 1.3)
-    step = heavy.rk4_function(DT, 10)
-    goal = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
-    lqr = LqrController(systems.make("quadrotor_2d"), [5, 0.1, 5, 0.1, 0.1, 0.1], [0.1, 0.1], DT, x_goal=goal)
-    rng = np.random.default_rng(seed)
-    x = goal.copy()
-    states, cmds = [], {}
-    for k in range(steps):
-        states.append((k * DT_NS, x.copy()))
-        u = lqr(x) * (1.0 + 0.05 * rng.standard_normal(2))
-        cmds[k * DT_NS] = u
-        x = np.asarray(step(x, u, np.zeros(WRENCH_SIZE))).reshape(-1)
-    return states, cmds
 
 
 def estimates(states: list[tuple[int, FloatArray]]) -> dict[int, FloatArray]:
@@ -78,7 +59,7 @@ def nominal_targets(adapter: OnlineAdapter, x: FloatArray, u: FloatArray, xn: Fl
 
 # --- OnlineAdapter.add --------------------------------------------------------------------------------
 def test_add_removes_exactly_the_estimate_it_is_handed() -> None:
-    states, cmds = flight(12)
+    states, cmds = heavy_run(12)
     d = estimates(states)
     plain, removed = core(settings()), core(settings())
     for (s, x), (_, xn) in itertools.pairwise(states):
@@ -100,7 +81,7 @@ def test_add_removes_exactly_the_estimate_it_is_handed() -> None:
 
 
 def test_add_with_an_empty_or_no_estimate_removes_nothing_and_rejects_a_wrong_one() -> None:
-    states, cmds = flight(3)
+    states, cmds = heavy_run(3)
     (s0, x0), (_, x1) = states[0], states[1]
     a, b = core(settings()), core(settings())
     assert a.add(x0, cmds[s0], x1)
@@ -114,7 +95,7 @@ def test_add_with_an_empty_or_no_estimate_removes_nothing_and_rejects_a_wrong_on
 # --- the rounds -----------------------------------------------------------------------------------------
 def filled(s: AdapterSettings, disturbances: bool, steps: int = 40,
            lose: int | None = None) -> tuple[Rounds, dict[str, Any]]:
-    states, cmds = flight(steps)
+    states, cmds = heavy_run(steps)
     d = estimates(states)
     rounds = Rounds(core(s), s.schedule(), s.steps_per_update, s.policy, disturbances=disturbances)
     for stamp, x in states:
@@ -144,7 +125,7 @@ def test_each_transition_gets_the_estimate_of_its_own_state_stamp() -> None:
 
 def test_a_round_waits_for_the_status_of_its_last_step() -> None:
     s = settings()
-    states, cmds = flight(12)
+    states, cmds = heavy_run(12)
     d = estimates(states)
     rounds = Rounds(core(s), s.schedule(), s.steps_per_update, s.policy, disturbances=True)
     for stamp, x in states:  # states to 0.22 s and their commands; statuses only up to 0.16 s
@@ -252,7 +233,7 @@ def write_bag(path: Path, steps: int, old: bool = False) -> dict[int, FloatArray
     writer = BagWriter(path, ts)
     for topic, kind in (("state", "State"), ("cmd", "Command"), ("controller/status", "ControllerStatus")):
         writer.add_topic(f"/q/{topic}", f"safe_ctrl_ros/msg/{kind}")
-    states, cmds = flight(steps)
+    states, cmds = heavy_run(steps)
     d = estimates(states)
     for stamp, x in states:
         h = T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9),

@@ -9,39 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.heavy_flight import DT, heavy_run
 from safe_ctrl_ros import systems
 from safe_ctrl_ros.bag.retrain import main, node_params
 from safe_ctrl_ros.bag.types import typestore
 from safe_ctrl_ros.bag.writer import BagWriter
-from safe_ctrl_ros.control.lqr import LqrController
 from safe_ctrl_ros.errors import ConfigError
 from safe_ctrl_ros.learning.model_file import load_model
 from safe_ctrl_ros.learning.offline import retrain
 from safe_ctrl_ros.learning.settings import adapter_settings
-from safe_ctrl_ros.systems.base import WRENCH_SIZE, FloatArray
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "config" / "models" / "quadrotor_2d_residual.npz"
 PARAMS = REPO / "config" / "quadrotor_2d_flagship.yaml"
-DT = 0.02
-
-
-def heavy_run(steps: int = 600, seed: int = 3) -> tuple[list[tuple[int, FloatArray]], dict[int, FloatArray]]:
-    """A 30% heavier 2D quadrotor hovering at z = 1 m under LQR plus thrust noise: (stamp, x), u by stamp."""
-    heavy = systems.make("quadrotor_2d", mass=0.027 * 1.3)
-    step = heavy.rk4_function(DT, 10)
-    goal = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
-    lqr = LqrController(systems.make("quadrotor_2d"), [5, 0.1, 5, 0.1, 0.1, 0.1], [0.1, 0.1], DT, x_goal=goal)
-    rng = np.random.default_rng(seed)
-    x = goal.copy()
-    states, cmds = [], {}
-    for k in range(steps):
-        stamp = k * round(DT * 1e9)
-        states.append((stamp, x.copy()))
-        u = lqr(x) * (1.0 + 0.05 * rng.standard_normal(2))
-        cmds[stamp] = u
-        x = np.asarray(step(x, u, np.zeros(WRENCH_SIZE))).reshape(-1)
-    return states, cmds
 
 
 def test_retraining_reduces_the_validation_loss_deterministically() -> None:
