@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -166,12 +167,9 @@ class SyncedController:
     (states, as a lockstep plant sends them) and for the adapter (statuses and models)."""
 
     def __init__(self, ros_context: object, ns: str) -> None:
-        import time
-
         from safe_ctrl_ros.msg import AdapterStatus, Command
         from safe_ctrl_ros.ros.qos import COMMAND_QOS
 
-        self.time = time
         self.proc = subprocess.Popen(
             [*executable("controller"), "--ros-args", "-r", f"__ns:=/{ns}", "-p", "controller:=nmpc",
              "-p", "residual.enabled:=true", "-p", "residual.hidden:=[8]", "-p", "residual.activation:=tanh",
@@ -203,8 +201,8 @@ class SyncedController:
 
     def answered(self, k: int, within: float) -> float | None:
         """Send state k as a lockstep plant does (again every 0.1 s) until it is answered: the wall s it took."""
-        begin = self.time.monotonic()
-        while self.time.monotonic() - begin < within:
+        begin = time.monotonic()
+        while time.monotonic() - begin < within:
             self.state_pub.publish(state_msg(np.array([0.0, 0.0, 0.05, 0.0]), k * DT_NS))
             if spin_until(self.executor, lambda: k * DT_NS in self.cmds, 0.1):
                 return self.cmds[k * DT_NS] - begin

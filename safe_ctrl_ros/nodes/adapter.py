@@ -119,8 +119,8 @@ class AdapterNode(Node):
         self.monitor_sub = self.create_subscription(
             ConstraintStatus, "constraint_monitor/status", self._on_monitor, with_depth(STATUS_QOS, DATA_DEPTH),
             callback_group=data)
-        # targets.remove_disturbance: the controller's ~/status, published with STATUS_QOS (reliable,
-        # volatile): the same policies, a deeper queue.
+        # targets.remove_disturbance: the controller's ~/status (published with STEP_STATUS_QOS,
+        # transient local): a reliable, volatile reader with a deeper queue matches it.
         self.ctrl_sub = self.create_subscription(
             ControllerStatus, "controller/status", self._on_controller, with_depth(STATUS_QOS, DATA_DEPTH),
             callback_group=data) if controller_status else None
