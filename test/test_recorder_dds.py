@@ -164,3 +164,56 @@ def test_the_recorders_system_parameter(tmp_path: Path) -> None:
     custom = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]["custom_data"]
     assert (custom["system"], custom["complete"]) == ("quadrotor_2d", "true")  # the closed bag keeps it
     assert load_run(bag).system == "quadrotor_2d"
+
+
+def test_the_recorder_starts_a_plant_that_never_names_its_system_after_start_system_wait(
+    ros_context: object, tmp_path: Path
+) -> None:
+    """A plant without a parameter service (a driver that offers only its topics): the recorder starts
+    it once every topic is matched and `start_system_wait` has passed without the system's answer, and
+    says so; the bag then names no system."""
+    import subprocess
+    import time
+
+    import yaml
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from std_srvs.srv import Trigger
+
+    from helpers.ros import executable, spin_until
+    from safe_ctrl_ros.msg import State
+    from safe_ctrl_ros.ros.qos import STATE_QOS
+
+    node = Node("plant", namespace="/mute", context=ros_context, start_parameter_services=False)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    pub = node.create_publisher(State, "/mute/plant/state", STATE_QOS)
+    started: list[float] = []
+
+    def start(_req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
+        started.append(time.monotonic())
+        res.success = True
+        return res
+
+    node.create_service(Trigger, "/mute/plant/start", start)
+    bag, wait = tmp_path / "mute", 2.0
+    proc = subprocess.Popen(
+        [*executable("recorder"), "--ros-args", "-r", "__ns:=/mute", "-p", f"output:={bag}", "-p", "start_plant:=true",
+         "-p", "discovery_period:=0.1", "-p", "start_after_scans:=1", "-p", "start_requires:=['']",
+         "-p", f"start_system_wait:={wait}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 60.0), "the recorder never subscribed"
+        matched_at = time.monotonic()
+        assert spin_until(executor, lambda: bool(started), 60.0), "the recorder never started the plant"
+        # Its own match can precede ours (asymmetric discovery): a margin of 0.5 s below the wait.
+        assert started[0] - matched_at >= wait - 0.5
+        custom = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]["custom_data"]
+        assert "system" not in (custom or {})
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+        node.destroy_node()
+    assert f"did not name its system within {wait:g} s" in out
+    assert len(started) == 1  # asked once

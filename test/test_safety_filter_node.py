@@ -115,10 +115,18 @@ def test_without_a_filter_the_controller_feeds_the_plant_side_directly() -> None
 
 
 def test_a_killed_filter_hands_over_to_the_plant_watchdog(tmp_path: Path) -> None:
+    import yaml
+
     ns = "sffault"
     bag, summary = tmp_path / "bag", tmp_path / "summary.json"
-    # Lockstep: the plant waits command_timeout (1 s wall) per step, then steps on its safe command.
-    proc = start_bringup(str(LAUNCH), f"namespace:={ns}", "respawn:=true", "duration:=4.0",
+    # Lockstep: the plant waits command_timeout per step, then steps on its safe command. The outage
+    # lasts at least the runner's respawn_delay (0.5 s) plus the filter's start, so a 0.25 s timeout
+    # engages the watchdog however fast the machine restarts the filter (1 s did not, on a quiet one).
+    params = yaml.safe_load((REPO / "config" / "cartpole_safety_filter.yaml").read_text())
+    params["/**/plant"]["ros__parameters"]["command_timeout"] = 0.25
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    proc = start_bringup(str(LAUNCH), f"namespace:={ns}", "respawn:=true", "duration:=4.0", f"params:={params_file}",
                          "record:=true", f"bag:={bag}", "autostart:=false", f"summary_file:={summary}")
     try:
         kill_when_recorded(bag, 1.0, "safety_filter", ns, timeout=90.0)

@@ -88,6 +88,8 @@ class RecorderNode(Node):
         self.quiet_scans = 0
         self.start_client: Any = self.create_client(Trigger, "plant/start") if self.start_plant else None
         self.start_sent = False
+        self.system_wait = float(values["start_system_wait"])
+        self.ready_at: float | None = None  # wall s when every topic was first matched for the start
         self.ns = self.get_namespace().rstrip("/")
         self.requires = [f"{self.ns}/{t.strip('/')}" for t in values["start_requires"] if t]
         # Wall time: with use_sim_time the sim clock only moves once the episode runs.
@@ -123,9 +125,23 @@ class RecorderNode(Node):
             matched = all(s is None or s.get_publisher_count() > 0 for s in self.subs.values())
             matched = matched and all(self.subs.get(t) is not None for t in self.requires)
             if matched and any(t.endswith("plant/state") for t in self.subs) and self.start_client.service_is_ready():
-                self.start_client.call_async(Trigger.Request())
-                self.start_sent = True
-                self.get_logger().info(f"all {len(self.subs)} topics matched: asked the plant to start")
+                self._start_when_system_known()
+
+    def _start_when_system_known(self) -> None:
+        """Start the plant once the bag names its system, or after `start_system_wait` without an answer."""
+        now = time.monotonic()
+        self.ready_at = now if self.ready_at is None else self.ready_at
+        waited = now - self.ready_at
+        if not self.system_done and waited < self.system_wait:
+            return
+        if not self.system_done:
+            self.get_logger().warning(
+                f"{self.system_plant or 'the plant'} did not name its system within {self.system_wait:g} s: "
+                "starting the plant; the bag names the system once it answers"
+            )
+        self.start_client.call_async(Trigger.Request())
+        self.start_sent = True
+        self.get_logger().info(f"all {len(self.subs)} topics matched: asked the plant to start")
 
     def _scan(self) -> None:
         for topic, types in self.get_topic_names_and_types():

@@ -27,6 +27,9 @@ RECORDER = NodeSpec("recorder", (
     ParamSpec("start_requires", T.STRING_ARRAY, ["controller/status"],
               "topics (relative to the namespace) that must be recorded and matched before the plant is "
               "started: a node that comes up slowly is not missed; [''] = none"),
+    ParamSpec("start_system_wait", T.DOUBLE, 10.0,
+              "wall s the start waits, once every topic is matched, for the plant's answer naming its system "
+              "(so the bag names it from the first step); then the plant starts anyway", low=0.0),
     ParamSpec("compression", T.STRING, "zstd", "MCAP chunk compression, as rosbag2's MCAP storage offers "
                                                "(docs/RECORDING.md)",
               choices=("zstd", "lz4", "none")),
