@@ -244,6 +244,7 @@ def write_bag(path: Path, steps: int, old: bool = False) -> dict[int, FloatArray
                                   "fallbacks_total": 0}
         if not old:
             fields["disturbance_estimate"] = d[stamp]
+            fields["sync_breaks_total"] = 0
         msgs = (("state", T["safe_ctrl_ros/msg/State"](header=h, x=x)),
                 ("cmd", T["safe_ctrl_ros/msg/Command"](header=h, u=cmds[stamp])),
                 ("controller/status", T["safe_ctrl_ros/msg/ControllerStatus"](**fields)))

@@ -25,7 +25,7 @@ def write(path: Path, xs: list[float], solve_ms: list[float], resend_at: int | N
         status = T["safe_ctrl_ros/msg/ControllerStatus"](
             header=h, controller="nmpc", solver="rti_hpipm", solve_time_ms=ms, iterations=1, solver_status="ok",
             cost=x * x, max_slack=0.0, model_version=0, fallback_active=False, fallback_reason="", fallbacks_total=0,
-            disturbance_estimate=np.zeros(0))
+            disturbance_estimate=np.zeros(0), sync_breaks_total=0)
         for _ in range(2 if k == resend_at else 1):
             writer.write("/r/plant/state", k * 10**9, bytes(ts.serialize_cdr(state, state.__msgtype__)))
         writer.write("/r/controller/status", k * 10**9 + 1, bytes(ts.serialize_cdr(status, status.__msgtype__)))

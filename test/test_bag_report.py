@@ -64,7 +64,8 @@ def write_run(path: Path, violate_at: float | None, system: str | None = None, t
                 u_proposed=np.array([0.5 + (0.01 * k if cut else 0.0)]), u_safe=np.array([0.5]),
                 active_constraints=["pole[1]_upper"] if cut else [], max_slack=0.0, infeasible=k in (15, 95),
                 fallback="terminal LQR law" if k in (15, 95) else "", solve_time_ms=3.0 if k == 99 else 0.2,
-                model_version=0, interventions_total=(k + 5) // 10, infeasible_total=int(k >= 15) + int(k >= 95))
+                model_version=0, interventions_total=(k + 5) // 10, infeasible_total=int(k >= 15) + int(k >= 95),
+                sync_breaks_total=0)
         for topic, msg in msgs.items():
             for _ in range(2 if topic.endswith("safety_filter/status") and k == 50 else 1):
                 writer.write(topic, round(t * 1e9), ts.serialize_cdr(msg, msg.__msgtype__))
@@ -264,3 +265,78 @@ def test_safety_filter_interventions_stand_next_to_the_violations(tmp_path: Path
     without = imread(plots(load_run(tmp_path / "n"), tmp_path / "q")[0])
     assert without.shape[0] == 4 * 3 * 90
     assert with_filter.shape[0] == 5 * 3 * 90
+
+
+def _message(ts: object, msgtype: str, **given: object) -> object:
+    """A message of the bag's typestore with every field not `given` at its zero value."""
+    import dataclasses
+
+    types = ts.types  # type: ignore[attr-defined]
+    zero = {"str": "", "int": 0, "float": 0.0, "bool": False}
+    values = {}
+    for f in dataclasses.fields(types[msgtype]):
+        if f.type.startswith("ClassVar"):
+            continue
+        if f.name in given:
+            values[f.name] = given[f.name]
+        elif f.type in zero:
+            values[f.name] = zero[f.type]
+        elif f.type.startswith("list"):
+            values[f.name] = []
+        elif "__msg__" in f.type:
+            values[f.name] = _message(ts, f.type.replace("__msg__", "/msg/"))
+        else:
+            values[f.name] = np.array([], dtype=np.float64)
+    return types[msgtype](**values)
+
+
+def _lockstep_bag(path: Path, msgs: Path | None) -> None:
+    """Three cart-pole steps: the controller's running total of sync breaks 0, 1, 1; the filter's 0, 0,
+    1; the adapter's missing transitions 0 then 2; the plant's watchdog stepped 3 times. With `msgs`
+    (older .msg files), the statuses as recorded before they carried the totals."""
+    ts = typestore(msgs)
+    writer = BagWriter(path, ts, custom_data={"system": "cartpole"})
+    topics = {"/r/plant/state": "State", "/r/controller/status": "ControllerStatus",
+              "/r/safety_filter/status": "SafetyFilterStatus", "/r/adapter/status": "AdapterStatus"}
+    for topic, kind in topics.items():
+        writer.add_topic(topic, f"safe_ctrl_ros/msg/{kind}")
+    writer.add_topic("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray")
+    has_totals = "sync_breaks_total" in (msgs or (REPO / "msg")).joinpath("ControllerStatus.msg").read_text()
+    for k, (ctrl, filt, missing) in enumerate(((0, 0, 0), (1, 0, 2), (1, 1, 2))):
+        stamp = ts.types["builtin_interfaces/msg/Time"](sec=0, nanosec=20_000_000 * k)
+        h = ts.types["std_msgs/msg/Header"](stamp=stamp, frame_id="")
+        totals = {"sync_breaks_total": ctrl} if has_totals else {}
+        parts = [("/r/plant/state", _message(ts, "safe_ctrl_ros/msg/State", header=h, x=np.zeros(4))),
+                 ("/r/controller/status", _message(ts, "safe_ctrl_ros/msg/ControllerStatus", header=h, **totals)),
+                 ("/r/safety_filter/status", _message(ts, "safe_ctrl_ros/msg/SafetyFilterStatus", header=h,
+                                                      **({"sync_breaks_total": filt} if has_totals else {})))]
+        if k != 1:
+            parts.append(("/r/adapter/status", _message(ts, "safe_ctrl_ros/msg/AdapterStatus", header=h,
+                                                        transitions_missing=missing)))
+        for topic, msg in parts:
+            writer.write(topic, 20_000_000 * k, ts.serialize_cdr(msg, msg.__msgtype__))  # type: ignore[attr-defined]
+    kv = ts.types["diagnostic_msgs/msg/KeyValue"]
+    status = _message(ts, "diagnostic_msgs/msg/DiagnosticStatus", level=0, name="/r/plant: loop timing",
+                      values=[kv(key="safe_command_steps", value="3")])
+    diag = _message(ts, "diagnostic_msgs/msg/DiagnosticArray", status=[status])
+    writer.write("/diagnostics", 40_000_000, ts.serialize_cdr(diag, diag.__msgtype__))  # type: ignore[attr-defined]
+    writer.close()
+
+
+def test_lockstep_breaks_add_the_controllers_filters_adapters_and_watchdogs_totals(tmp_path: Path) -> None:
+    _lockstep_bag(tmp_path / "now", None)
+    m = metrics(load_run(tmp_path / "now"))
+    assert (m["controller_sync_breaks"], m["filter_sync_breaks"], m["adapter_transitions_missing"],
+            m["safe_command_steps"]) == (1, 1, 2, 3)
+    assert m["lockstep_breaks"] == 7
+    assert "| lockstep_breaks | 7 |" in markdown([m])
+    # A bag recorded before the statuses carried the totals: unknown, so not reported (never a 0).
+    old = tmp_path / "old_msg"
+    old.mkdir()
+    for src in (REPO / "msg").glob("*.msg"):
+        kept = [line for line in src.read_text().splitlines() if "sync_breaks_total" not in line]
+        (old / src.name).write_text("\n".join(kept) + "\n")
+    _lockstep_bag(tmp_path / "then", old)
+    m = metrics(load_run(tmp_path / "then"))
+    assert m["safe_command_steps"] == 3
+    assert not {"controller_sync_breaks", "filter_sync_breaks", "lockstep_breaks"} & set(m)

@@ -182,15 +182,20 @@ class SyncedController:
         self.executor.add_node(self.node)
         self.cmds: dict[int, float] = {}  # stamp -> wall time answered
         self.versions: dict[int, int] = {}
+        self.breaks: dict[int, int] = {}  # stamp -> the status's sync_breaks_total
         self.node.create_subscription(Command, f"/{ns}/cmd", lambda m: self.cmds.setdefault(
             m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, time.monotonic()), COMMAND_QOS)
-        self.node.create_subscription(ControllerStatus, f"/{ns}/controller/status", lambda m: self.versions.setdefault(
-            m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m.model_version), STATUS_QOS)
+        self.node.create_subscription(ControllerStatus, f"/{ns}/controller/status", self._on_status, STATUS_QOS)
         self.state_pub = self.node.create_publisher(State, f"/{ns}/state", STATE_QOS)
         self.status_pub = self.node.create_publisher(AdapterStatus, f"/{ns}/adapter/status",
                                                      with_depth(LATCHED_QOS, 10))
         self.model_pub = self.node.create_publisher(ModelUpdate, f"/{ns}/adapter/model", LATCHED_QOS)
         assert spin_until(self.executor, lambda: self.state_pub.get_subscription_count() > 0, 30.0)
+
+    def _on_status(self, m: ControllerStatus) -> None:
+        stamp = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+        self.versions.setdefault(stamp, m.model_version)
+        self.breaks.setdefault(stamp, m.sync_breaks_total)
 
     @staticmethod
     def t(k: int) -> object:
@@ -230,6 +235,10 @@ class SyncedController:
         assert spin_until(self.executor, lambda: all(k * DT_NS in self.versions for k in steps), 10.0)
         return [self.versions[k * DT_NS] for k in steps]
 
+    def breaks_of(self, steps: range) -> list[int]:
+        assert spin_until(self.executor, lambda: all(k * DT_NS in self.breaks for k in steps), 10.0)
+        return [self.breaks[k * DT_NS] for k in steps]
+
     def close(self) -> str:
         self.node.destroy_node()
         self.proc.terminate()
@@ -262,6 +271,7 @@ def test_a_lockstep_adapters_rounds_are_waited_for_and_swapped_in_at_their_due(r
         assert waited is not None
         assert 2.5 < waited < 6.0
         assert c.versions_of(range(7)) == [0, 0, 0, 4, 4, 4, 4]
+        assert c.breaks_of(range(7)) == [0, 0, 0, 0, 0, 0, 1]  # state 6 was answered after the timeout
     finally:
         c.close()
 
@@ -287,6 +297,7 @@ def test_an_adapter_restart_ends_lockstep_and_later_updates_apply_on_arrival(ros
         spin_until(c.executor, lambda: False, 1.0)  # let it arrive
         assert c.answered(5, 5.0) is not None
         assert c.versions_of(range(6)) == [0, 0, 4, 4, 4, 9]
+        assert c.breaks_of(range(6)) == [0, 0, 0, 0, 1, 1]  # the restart ended lockstep before state 4
     finally:
         out = c.close()
     assert "the adapter restarted" in out

@@ -86,6 +86,7 @@ def test_an_adapter_restart_or_a_timeout_ends_lockstep_and_applies_what_came() -
     assert "restarted" in changes.event
     assert changes.error  # logged as an error: the run is no longer reproducible
     assert s.mode is Mode.REALTIME
+    assert s.breaks == 1  # reported in the nodes' statuses (sync_breaks_total)
     assert s.waiting_for(10**12) == ""
     assert s.on_update(3, "m3").apply == ["m3"]
 
@@ -96,6 +97,10 @@ def test_an_adapter_restart_or_a_timeout_ends_lockstep_and_applies_what_came() -
     assert gave_up.apply == ["m1"]
     assert gave_up.error
     assert t.mode is Mode.REALTIME
+    assert t.breaks == 1
+    t.give_up("again")  # nothing left to give up: realtime already
+    assert t.breaks == 1
+    assert lockstep().breaks == 0
 
 
 def test_a_realtime_adapter_applies_on_arrival_after_its_announcement() -> None:

@@ -79,10 +79,18 @@ def test_filter_swaps_the_adapters_model_in_at_its_due_not_on_arrival(ros_contex
         assert spin_until(ex, lambda: DUE in certified, 5.0)
         for k in range(DUE // DT + 1, DUE // DT + 5):
             assert step(k * DT)
-        spin_until(ex, lambda: len(statuses) >= DUE // DT + 5, 3.0)
+        # The adapter restarts (a new announcement): the filter stops following its schedule, and its
+        # statuses count that break of lockstep from then on.
+        status_pub.publish(AdapterStatus(round=0, outcome="announced", lockstep=True,
+                                         next_due=ns_to_stamp(DUE + 100 * DT)))
+        spin_until(ex, lambda: False, 1.0)  # delivered
+        assert step(DUE + 5 * DT)
+        spin_until(ex, lambda: len(statuses) >= DUE // DT + 6, 3.0)
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=20)
         node.destroy_node()
     versions = {stamp: st.model_version for stamp, st in statuses.items()}
-    assert versions == {k * DT: (0 if k * DT < DUE else 1) for k in range(DUE // DT + 5)}, out[-2000:]
+    assert versions == {k * DT: (0 if k * DT < DUE else 1) for k in range(DUE // DT + 6)}, out[-2000:]
+    breaks = {stamp: st.sync_breaks_total for stamp, st in statuses.items()}
+    assert breaks == {k * DT: int(k == DUE // DT + 5) for k in range(DUE // DT + 6)}

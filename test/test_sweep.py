@@ -220,6 +220,20 @@ def test_aggregate_gives_the_spread_worst_seed_failures_and_paired_differences()
     assert "- a seed 3: boom" in text
 
 
+def test_the_tables_name_the_runs_where_lockstep_was_broken() -> None:
+    records = [_rec("a", 0, 1.0), _rec("a", 1, 2.0), _rec("b", 0, 1.0), _rec("b", 1, 2.0), _rec("b", 2, 0.0, ok=False)]
+    assert "Lockstep" not in markdown(aggregate(records, ["a", "b"]), ["a", "b"])  # core runs: not reported
+    for r, breaks in zip(records[:4], (0, 0, 0, 2), strict=True):
+        r["lockstep_breaks"] = breaks
+    agg = aggregate(records, ["a", "b"])
+    assert agg["summaries"]["a"]["lockstep"] == {"checked": 2, "broken": []}
+    assert agg["summaries"]["b"]["lockstep"] == {"checked": 2, "broken": [{"seed": 1, "breaks": 2}]}
+    assert "went on after a wall-clock timeout (not reproducible bit for bit), of 4: b seed 1 (2)." in markdown(
+        agg, ["a", "b"])
+    records[3]["lockstep_breaks"] = 0
+    assert "Lockstep kept in all 4 runs" in markdown(aggregate(records, ["a", "b"]), ["a", "b"])
+
+
 def test_trajectory_metrics_match_a_hand_computation() -> None:
     from safe_ctrl_ros import systems
 

@@ -224,7 +224,28 @@ def metrics(run: Run) -> dict[str, Any]:
         out["adapter_updates"] = int(a.updates_accepted)
         out["adapter_val_loss"] = float(a.best_val_loss) if math.isfinite(a.best_val_loss) else None
         out["adapter_memory_bytes"] = int(a.training_memory_bytes)
+    out.update(lockstep_breaks(run, out))
     out["units"] = {k: unit for k, unit in UNITS.items() if k in out}
+    return out
+
+
+def lockstep_breaks(run: Run, found: dict[str, Any]) -> dict[str, int]:
+    """Where the loop went on after a wall-clock timeout instead of the data it waits for, by the
+    statuses' running totals: the controller (`controller_sync_breaks`: the monitor's status, an
+    adapter round, an adapter restart), the safety filter (`filter_sync_breaks`), the adapter
+    (`adapter_transitions_missing`: steps whose data never arrived) and the plant's watchdog
+    (`safe_command_steps`); `lockstep_breaks` is their sum. In lockstep a run with any does not repeat
+    bit for bit. Bags recorded before the statuses carried the totals give none of these."""
+    out: dict[str, int] = {}
+    for key, statuses in (("controller_sync_breaks", run.controller), ("filter_sync_breaks", run.safety_filter)):
+        totals = [int(s.sync_breaks_total) for s in statuses if hasattr(s, "sync_breaks_total")]
+        if totals:
+            out[key] = max(totals)  # a running total; the newest status may be missing from the bag
+    if not out:
+        return out
+    if run.adapter and hasattr(run.adapter[-1], "transitions_missing"):
+        out["adapter_transitions_missing"] = max(int(a.transitions_missing) for a in run.adapter)
+    out["lockstep_breaks"] = sum(out.values()) + int(found.get("safe_command_steps", 0))
     return out
 
 
@@ -281,7 +302,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             "filter_solve_ms_max", "control_effort", "solve_ms_p50", "solve_ms_p99",
             "solve_ms_max", "fallback_steps", "loop_latency_p50_ms", "loop_latency_p99_ms", "loop_latency_max_ms",
             "loop_jitter_p99_ms", "loop_miss_rate", "missed_deadlines", "safe_command_steps", "clipped_commands",
-            "rejected_commands", "model_version_final", "adapter_updates", "adapter_val_loss",
+            "rejected_commands", "controller_sync_breaks", "filter_sync_breaks", "adapter_transitions_missing",
+            "lockstep_breaks", "model_version_final", "adapter_updates", "adapter_val_loss",
             "adapter_memory_bytes"]
     keys = [k for k in keys if any(k in r for r in rows)]
 

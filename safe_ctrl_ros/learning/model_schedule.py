@@ -50,6 +50,7 @@ class ModelSchedule(Generic[Update]):
         self.plan: list[tuple[int, int]] = []  # lockstep: (due, round) of the updates to swap in
         self.updates: dict[int, Update] = {}  # received, by round, not yet applied
         self.last_round = -1
+        self.breaks = 0  # lockstep given up (a timeout or an adapter restart): the run is not reproducible
 
     def on_update(self, round_number: int, update: Update) -> Changes[Update]:
         if self.mode is Mode.REALTIME:
@@ -108,6 +109,7 @@ class ModelSchedule(Generic[Update]):
         return self._give_up(why)
 
     def _give_up(self, why: str) -> Changes[Update]:
+        self.breaks += self.mode is not Mode.REALTIME
         self.mode = Mode.REALTIME
         return Changes(self._take_all(), why, error=True)
 

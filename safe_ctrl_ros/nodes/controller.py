@@ -260,6 +260,7 @@ class ControllerNode(Node):
             # the estimate the command was planned with: empty = none in use, zeros on a fallback
             # (control/supervisor.py); the adapter removes it from the transition's target
             disturbance_estimate=report.disturbance.tolist(),
+            sync_breaks_total=self.sync_timeouts + self.schedule.breaks,
         )
         status.header = state.header
         self.status_pub.publish(status)

@@ -206,6 +206,7 @@ class SafetyFilterNode(Node):
             max_slack=rep.max_slack, infeasible=rep.infeasible, fallback=rep.fallback,
             solve_time_ms=rep.solve_time_s * 1e3, model_version=self.model_version,
             interventions_total=self.filter.interventions, infeasible_total=self.filter.infeasible_steps,
+            sync_breaks_total=self.schedule.breaks,
         )
 
     def _publish_diagnostics(self) -> None:

@@ -70,6 +70,10 @@ def aggregate(records: Sequence[dict[str, Any]], variants: Sequence[str]) -> dic
             "failure_rate": (sum(bool(r.get("failed_early")) for r in ok) / len(ok)) if ok else None,
             "metrics": {},
         }
+        checked = [r for r in ok if "lockstep_breaks" in r]
+        if checked:  # runs where a node went on after a timeout: in lockstep, not reproducible
+            entry["lockstep"] = {"checked": len(checked), "broken": [
+                {"seed": int(r["seed"]), "breaks": int(r["lockstep_breaks"])} for r in checked if r["lockstep_breaks"]]}
         seeds = [int(r["seed"]) for r in ok]
         metrics_of[name] = numeric_metrics(ok)  # a variant's own (a variant without the adapter has no updates)
         for m in metrics_of[name]:
@@ -103,6 +107,21 @@ def _cell(summaries: dict[str, Any], variant: str, metric: str, fmt: str) -> str
     if s is None:
         return "-"
     return format(s["mean"], fmt)
+
+
+def _breaks(agg: dict[str, Any]) -> list[str]:
+    """A line on the runs that went on after a wall-clock timeout (bag report `lockstep_breaks`):
+    in lockstep they do not repeat bit for bit, so the table says which they are."""
+    kept = {v: s["lockstep"] for v, s in agg["summaries"].items() if "lockstep" in s}
+    runs = [(v, b["seed"], b["breaks"]) for v, k in kept.items() for b in k["broken"]]
+    checked = sum(k["checked"] for k in kept.values())
+    if not checked:
+        return []
+    if not runs:
+        return ["", f"Lockstep kept in all {checked} runs that report it: no node went on after a timeout "
+                    "(each run repeats bit for bit)."]
+    return ["", f"Runs where a node went on after a wall-clock timeout (not reproducible bit for bit), of {checked}: "
+            + ", ".join(f"{v} seed {seed} ({n})" for v, seed, n in runs) + "."]
 
 
 def markdown(agg: dict[str, Any], variants: Sequence[str], columns: Sequence[Column] = DEFAULT_COLUMNS,
@@ -153,6 +172,7 @@ def markdown(agg: dict[str, Any], variants: Sequence[str], columns: Sequence[Col
             lines.append(f"| {name} | " + " | ".join(
                 "-" if r is None else f"{100 * r['mean']:+.1f}% [{100 * r['boot95_low']:+.1f}, "
                 f"{100 * r['boot95_high']:+.1f}] ({100 * r['min']:+.0f}..{100 * r['max']:+.0f})" for r in rels) + " |")
+    lines += _breaks(agg)
     failures = [(v, f) for v in variants for f in summaries[v]["failures"]]
     if failures:
         lines += ["", "Failed runs:", *[f"- {v} seed {f['seed']}: {f['reason'].splitlines()[0] if f['reason'] else ''}"
